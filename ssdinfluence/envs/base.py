@@ -1,0 +1,367 @@
+"""The batched env: one class owns reset, autoreset, validation and state I/O for both games.
+
+A game contributes only its map, action count, parameters and respawn rule (see
+:mod:`.harvest`, :mod:`.cleanup`). All per-step work happens in :mod:`.core`'s kernels,
+which write into buffers allocated here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import cleanup, core, harvest, maps, tiles
+from .rng import seed_states
+
+ENV_NAMES = ("cleanup", "harvest")
+
+
+@dataclass(frozen=True)
+class EnvParams:
+    """Static rule parameters (never change during a run). Defaults follow the spec.
+
+    ``view_flip`` and ``draw_beams=False`` reproduce the reference's two observation quirks;
+    ``compat="reference"`` in :func:`make` sets both.
+    """
+
+    horizon: int = 1000
+    beam_length: int = 5
+    apple_reward: float = 1.0
+    fire_cost: float = 1.0
+    hit_penalty: float = 50.0
+    draw_beams: bool = True
+    view_flip: bool = False
+    # Harvest only
+    regrowth_probs: tuple = harvest.DEFAULT_REGROWTH_PROBS
+    regrowth_neighbourhood: str = "3x3"
+    # Cleanup only
+    apple_respawn_prob: float = 0.05
+    waste_spawn_prob: float = 0.5
+    depletion_threshold: float = 0.4
+    restoration_threshold: float = 0.0
+    waste_spawn_mode: str = "shuffle"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Game:
+    name: str
+    kernel_id: int
+    num_actions: int
+    default_map: str
+    rule_fields: tuple = field(default=())
+
+
+_GAMES = {
+    "harvest": _Game("harvest", core.HARVEST, harvest.NUM_ACTIONS, maps.HARVEST_MAP,
+                     ("regrowth_probs", "regrowth_neighbourhood")),
+    "cleanup": _Game("cleanup", core.CLEANUP, cleanup.NUM_ACTIONS, maps.CLEANUP_MAP,
+                     ("apple_respawn_prob", "waste_spawn_prob", "depletion_threshold",
+                      "restoration_threshold", "waste_spawn_mode")),
+}
+
+# State arrays: name -> (dtype, shape as a function of (B, N, H, W)).
+_STATE_SPEC = {
+    "grid": (np.uint8, lambda B, N, H, W: (B, H, W)),
+    "positions": (np.int32, lambda B, N, H, W: (B, N, 2)),
+    "orientations": (np.int8, lambda B, N, H, W: (B, N)),
+    "beams": (np.uint8, lambda B, N, H, W: (B, H, W)),
+    "step_count": (np.int32, lambda B, N, H, W: (B,)),
+    "prev_actions": (np.int32, lambda B, N, H, W: (B, N)),
+    "returns": (np.float32, lambda B, N, H, W: (B, N)),
+    "rng": (np.uint64, lambda B, N, H, W: (B,)),
+}
+
+
+class BatchedEnv:
+    """``num_envs`` independent copies of one game with ``num_agents`` agents, stepped together.
+
+    Arrays returned by :meth:`reset` and :meth:`step` are this env's own buffers, overwritten
+    by the next call: copy what you keep.
+
+    Attributes:
+        num_envs (B), num_agents (N), num_actions (A), observation_shape ``(15, 15, 3)``,
+        horizon, params (:class:`EnvParams`), layout (:class:`~.maps.MapLayout`).
+    """
+
+    def __init__(self, name: str, num_envs: int = 1, num_agents: int = 5, seed: int = 0,
+                 map: str | None = None, compat: str | None = None, **rule_params):
+        if name not in _GAMES:
+            raise ValueError(f"unknown env {name!r}; available: {', '.join(ENV_NAMES)}")
+        self.game = _GAMES[name]
+        self.name = name
+        self.params = _make_params(self.game, compat, rule_params)
+        self.layout = maps.parse_map(self.game.default_map if map is None else map)
+        num_envs, num_agents = _positive_int("num_envs", num_envs), _positive_int("num_agents", num_agents)
+        if num_agents > len(self.layout.spawn_points):
+            raise ValueError(
+                f"too many agents for the map: {num_agents} agents but only "
+                f"{len(self.layout.spawn_points)} spawn points ('P')"
+            )
+        if num_agents > tiles.MAX_AGENTS:
+            raise ValueError(f"at most {tiles.MAX_AGENTS} agents are supported, got {num_agents}")
+        self.num_envs, self.num_agents = num_envs, num_agents
+        self.num_actions = self.game.num_actions
+        self.observation_shape = (tiles.VIEW_SIZE, tiles.VIEW_SIZE, 3)
+        self.horizon = self.params.horizon
+        self.palette = tiles.make_palette(num_agents)
+
+        p = self.params
+        if name == "harvest":
+            self._game_params = harvest.game_params(p.regrowth_probs)
+            self._offsets = harvest.neighbour_offsets(p.regrowth_neighbourhood)
+        else:
+            self._game_params = cleanup.game_params(
+                p.apple_respawn_prob, p.waste_spawn_prob, p.depletion_threshold,
+                p.restoration_threshold, p.waste_spawn_mode)
+            self._offsets = np.zeros((0, 2), dtype=np.int64)
+
+        B, N = num_envs, num_agents
+        H, W = self.layout.shape
+        self._state = {k: np.zeros(shape(B, N, H, W), dtype) for k, (dtype, shape) in _STATE_SPEC.items()}
+        # Derived and scratch arrays (rebuilt from the state when needed).
+        self._occupancy = np.full((B, H, W), -1, np.int16)
+        self._target = np.zeros((B, N, 2), np.int64)
+        self._moving = np.zeros((B, N), np.bool_)
+        self._settled = np.zeros((B, N), np.bool_)
+        self._order = np.zeros((B, N), np.int64)
+        self._spawn_perm = np.zeros((B, len(self.layout.spawn_points)), np.int64)
+        self._grow = np.zeros((B, max(len(self.layout.apple_cells), 1)), np.bool_)
+        self._view = np.zeros((B, H + 2 * tiles.VIEW_RADIUS, W + 2 * tiles.VIEW_RADIUS), np.uint8)
+        self._render_codes = np.zeros((H, W), np.uint8)
+        # Outputs.
+        self._actions = np.zeros((B, N), np.int32)
+        self._obs = np.zeros((B, N) + self.observation_shape, np.uint8)
+        self._final_obs = np.zeros_like(self._obs)
+        self._rewards = np.zeros((B, N), np.float32)
+        self._terminated = np.zeros(B, np.bool_)  # episodes never terminate, only truncate
+        self._truncated = np.zeros(B, np.bool_)
+        self._episode_returns = np.zeros((B, N), np.float32)
+        self._visible = np.zeros((B, N, N), np.bool_)
+        self._all_envs = np.ones(B, np.bool_)
+        self._seed = seed
+        self._state["rng"][:] = seed_states(seed, B)
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ API
+    def reset(self, seed: int | None = None):
+        """Start a new episode in every env. ``seed`` reseeds all envs' random streams.
+
+        Returns ``obs`` ([B, N, 15, 15, 3] uint8) and ``info`` (see :meth:`step`).
+        """
+        if seed is not None:
+            self._state["rng"][:] = seed_states(seed, self.num_envs)
+            self._seed = seed
+        s = self._state
+        core.reset_kernel(
+            self.game.kernel_id, self._all_envs, self.layout.initial_grid, self.layout.spawn_points,
+            self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
+            self.palette, self.params.draw_beams, self.params.view_flip,
+            s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
+            s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._spawn_perm,
+            self._grow, self._view, self._obs, self._visible)
+        self._truncated[:] = False
+        self._rewards[:] = 0.0
+        self._needs_reset = False
+        return self._obs, self._info()
+
+    def step(self, actions):
+        """Advance every env one step, autoresetting those that reach the horizon.
+
+        Args:
+            actions: integer array [B, N], each in ``[0, num_actions)``.
+
+        Returns:
+            obs [B, N, 15, 15, 3] uint8, rewards [B, N] float32, terminated [B] bool (always
+            False), truncated [B] bool, info dict with ``prev_actions`` [B, N] int32 (the
+            actions just taken; STAY after a reset), ``visible`` [B, N, N] bool, and, valid
+            where truncated, ``final_obs`` [B, N, 15, 15, 3] uint8 and ``episode_returns``
+            [B, N] float32. Where truncated, ``obs`` is already the new episode's first view.
+        """
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        self._load_actions(actions)
+        s, p = self._state, self.params
+        core.step_kernel(
+            self.game.kernel_id, self._actions, self.layout.initial_grid, self.layout.spawn_points,
+            self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
+            self.palette, p.draw_beams, p.view_flip, p.horizon, p.beam_length,
+            np.float32(p.apple_reward), np.float32(p.fire_cost), np.float32(p.hit_penalty),
+            s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
+            s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._target,
+            self._moving, self._settled, self._order, self._spawn_perm, self._grow, self._view,
+            self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
+            self._visible)
+        return self._obs, self._rewards, self._terminated, self._truncated, self._info()
+
+    def get_state(self) -> dict:
+        """A copy of the full mutable state: a dict of numpy arrays.
+
+        ``grid`` [B, H, W] uint8 tile codes, ``positions`` [B, N, 2] int32 (row, col),
+        ``orientations`` [B, N] int8, ``beams`` [B, H, W] uint8 (this step's beams),
+        ``step_count`` [B] int32, ``prev_actions`` [B, N] int32, ``returns`` [B, N] float32
+        (running episode returns), ``rng`` [B] uint64.
+        """
+        return {k: v.copy() for k, v in self._state.items()}
+
+    def set_state(self, state: dict) -> None:
+        """Restore a state from :meth:`get_state`; stepping from it is exactly reproducible.
+
+        The whole state is checked before anything is written, so a bad state raises
+        ``ValueError`` and leaves the env as it was.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict of arrays, got {type(state).__name__}")
+        missing = sorted(set(_STATE_SPEC) - set(state))
+        extra = sorted(set(state) - set(_STATE_SPEC))
+        if missing or extra:
+            raise ValueError(f"state keys do not match: missing {missing}, unexpected {extra}")
+        B, N, (H, W) = self.num_envs, self.num_agents, self.layout.shape
+        checked = {}
+        for key, (dtype, shape) in _STATE_SPEC.items():
+            value = np.asarray(state[key])
+            if value.shape != shape(B, N, H, W):
+                raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape(B, N, H, W)}")
+            if value.dtype != dtype:
+                raise ValueError(f"state[{key!r}] has dtype {value.dtype}, expected {np.dtype(dtype)}")
+            checked[key] = value
+        _check_state_values(checked, self.layout, self.num_actions, self.horizon)
+        for key, value in checked.items():
+            self._state[key][...] = value
+        core.rebuild_occupancy(self._state["positions"], self._occupancy)
+        self._needs_reset = False
+
+    def render(self, index: int = 0, scale: int = 8) -> np.ndarray:
+        """Whole map of env ``index`` as RGB, ``[H * scale, W * scale, 3] uint8``.
+
+        Agents are drawn in their colours with a darker mark on the cell edge they face;
+        this step's beams are drawn (always, whatever ``draw_beams`` says for observations).
+        """
+        if not 0 <= int(index) < self.num_envs:
+            raise ValueError(f"index {index} out of range for {self.num_envs} envs")
+        scale = _positive_int("scale", scale)
+        s = self._state
+        core.render_codes(int(index), s["grid"], s["positions"], s["beams"], self._render_codes)
+        return render_frame(self._render_codes, s["positions"][index], s["orientations"][index],
+                            self.palette, scale)
+
+    def warmup(self) -> None:
+        """Compile the kernels now, on a one-env copy (this env's state is untouched).
+
+        Compiled code is cached on disk, so only the first process pays the full cost.
+        """
+        copy = BatchedEnv(self.name, num_envs=1, num_agents=self.num_agents, seed=0,
+                          map=self.layout.text, **self.rule_params())
+        copy.reset()
+        copy.step(np.full((1, self.num_agents), tiles.STAY, np.int32))
+
+    def rule_params(self) -> dict:
+        """The parameters that apply to this game, as keyword arguments for :func:`make`."""
+        return {k: v for k, v in self.params.to_dict().items() if k not in _other_games_fields(self.game)}
+
+    # ------------------------------------------------------------------ helpers
+    def _info(self) -> dict:
+        return {
+            "prev_actions": self._state["prev_actions"],
+            "visible": self._visible,
+            "final_obs": self._final_obs,
+            "episode_returns": self._episode_returns,
+        }
+
+    def _load_actions(self, actions) -> None:
+        actions = np.asarray(actions)
+        expected = (self.num_envs, self.num_agents)
+        if actions.shape != expected:
+            raise ValueError(f"actions have shape {actions.shape}, expected {expected} (num_envs, num_agents)")
+        if not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
+        low, high = actions.min(), actions.max()
+        if low < 0 or high >= self.num_actions:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"action {bad} out of range: {self.name} has {self.num_actions} actions (0..{self.num_actions - 1})"
+            )
+        np.copyto(self._actions, actions, casting="unsafe")
+
+    def __repr__(self) -> str:
+        return (f"BatchedEnv({self.name!r}, num_envs={self.num_envs}, num_agents={self.num_agents}, "
+                f"map={self.layout.shape[0]}x{self.layout.shape[1]})")
+
+
+def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndarray,
+                 palette: np.ndarray, scale: int) -> np.ndarray:
+    """RGB image of a code map ([H, W] uint8) with agents' facing marked, [H*s, W*s, 3] uint8."""
+    frame = np.repeat(np.repeat(palette[codes], scale, axis=0), scale, axis=1)
+    if scale >= 3:
+        mark = max(1, scale // 4)
+        for (row, col), o in zip(positions, orientations):
+            colour = palette[codes[row, col]] // 2
+            r0, c0 = row * scale, col * scale
+            if o == tiles.UP:
+                frame[r0:r0 + mark, c0:c0 + scale] = colour
+            elif o == tiles.DOWN:
+                frame[r0 + scale - mark:r0 + scale, c0:c0 + scale] = colour
+            elif o == tiles.LEFT:
+                frame[r0:r0 + scale, c0:c0 + mark] = colour
+            else:
+                frame[r0:r0 + scale, c0 + scale - mark:c0 + scale] = colour
+    return frame
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _other_games_fields(game: _Game) -> set:
+    return {f for g in _GAMES.values() if g is not game for f in g.rule_fields}
+
+
+def _make_params(game: _Game, compat: str | None, rule_params: dict) -> EnvParams:
+    known = set(EnvParams.__dataclass_fields__)
+    unknown = sorted(set(rule_params) - known)
+    if unknown:
+        raise ValueError(f"unknown env parameter(s) {unknown}; known: {sorted(known)}")
+    misplaced = sorted(set(rule_params) & _other_games_fields(game))
+    if misplaced:
+        raise ValueError(f"parameter(s) {misplaced} do not apply to {game.name}")
+    if compat not in (None, "reference"):
+        raise ValueError(f"unknown compat {compat!r}; use None or 'reference'")
+    if compat == "reference":
+        rule_params = {"view_flip": True, "draw_beams": False, **rule_params}
+    params = EnvParams(**rule_params)
+    if params.horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {params.horizon}")
+    if params.beam_length < 1:
+        raise ValueError(f"beam_length must be >= 1, got {params.beam_length}")
+    return params
+
+
+def _check_state_values(state: dict, layout: maps.MapLayout, num_actions: int, horizon: int) -> None:
+    H, W = layout.shape
+    pos = state["positions"]
+    if pos.size and (pos[..., 0].min() < 0 or pos[..., 0].max() >= H or pos[..., 1].min() < 0 or pos[..., 1].max() >= W):
+        raise ValueError(f"state['positions'] has a position outside the {H}x{W} map")
+    if np.any(state["grid"] > tiles.STREAM):
+        raise ValueError(f"state['grid'] holds codes above {tiles.STREAM} (only tile codes 0..{tiles.STREAM} belong in the grid)")
+    walls = layout.initial_grid == tiles.WALL
+    if not np.array_equal(state["grid"] == tiles.WALL, np.broadcast_to(walls, state["grid"].shape)):
+        raise ValueError("state['grid'] walls differ from the map's walls")
+    B, N = pos.shape[:2]
+    flat = pos[..., 0].astype(np.int64) * W + pos[..., 1]
+    if N > 1 and np.any(np.diff(np.sort(flat, axis=1), axis=1) == 0):
+        raise ValueError("state['positions'] puts two agents on one cell")
+    if pos.size and np.any(walls[pos[..., 0], pos[..., 1]]):
+        raise ValueError("state['positions'] puts an agent on a wall")
+    if np.any((state["orientations"] < 0) | (state["orientations"] > 3)):
+        raise ValueError("state['orientations'] must be in 0..3")
+    if np.any((state["prev_actions"] < 0) | (state["prev_actions"] >= num_actions)):
+        raise ValueError(f"state['prev_actions'] must be in 0..{num_actions - 1}")
+    if np.any((state["beams"] > tiles.BEAM_CLEAN)):
+        raise ValueError("state['beams'] must be 0 (none), 1 (fire) or 2 (clean)")
+    if np.any((state["step_count"] < 0) | (state["step_count"] >= horizon)):
+        raise ValueError(f"state['step_count'] must be in 0..{horizon - 1}")

@@ -1,0 +1,131 @@
+"""PettingZoo ``ParallelEnv`` front ends: one Cleanup or Harvest env on the batched kernel.
+
+Requires the ``pettingzoo`` extra (``pip install ssdinfluence[pettingzoo]``)::
+
+    from ssdinfluence.pettingzoo_env import CleanupParallelEnv
+    env = CleanupParallelEnv(num_agents=5, render_mode="rgb_array")
+    observations, infos = env.reset(seed=0)
+    while env.agents:
+        actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+        observations, rewards, terminations, truncations, infos = env.step(actions)
+
+Observations are ``[15, 15, 3] uint8`` copies (safe to keep). When the episode is truncated the
+returned observations are the episode's last views and ``env.agents`` becomes empty; call
+``reset`` to start again. ``infos[agent]`` holds ``visible`` ([N] bool, which agents this one
+can see) and ``prev_actions`` ([N] int, every agent's last action).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+try:
+    from gymnasium import spaces
+    from pettingzoo import ParallelEnv
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "ssdinfluence.pettingzoo_env needs the pettingzoo extra: pip install 'ssdinfluence[pettingzoo]'"
+    ) from error
+
+from .envs import make
+from .envs.tiles import STAY
+
+
+class SSDParallelEnv(ParallelEnv):
+    """One env of ``name`` ("cleanup" or "harvest") as a PettingZoo parallel env."""
+
+    metadata = {"render_modes": ["rgb_array"], "name": "ssdinfluence", "is_parallelizable": True}
+
+    def __init__(self, name: str, num_agents: int = 5, render_mode: str | None = None,
+                 seed: int = 0, render_scale: int = 8, **env_kwargs):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; only 'rgb_array' is supported")
+        self._env = make(name, num_envs=1, num_agents=num_agents, seed=seed, **env_kwargs)
+        self.metadata = {**self.metadata, "name": f"ssdinfluence/{name}-v0"}
+        self.render_mode = render_mode
+        self.render_scale = render_scale
+        self.possible_agents = [f"agent_{k}" for k in range(num_agents)]
+        self.agents = []
+        self.max_cycles = self._env.horizon
+        self._stay = np.full((1, num_agents), STAY, np.int64)
+        self._actions = np.empty((1, num_agents), np.int64)
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent):
+        return spaces.Box(0, 255, self._env.observation_shape, np.uint8)
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent):
+        return spaces.Discrete(self._env.num_actions)
+
+    def reset(self, seed=None, options=None):
+        obs, info = self._env.reset(seed=seed)
+        self.agents = list(self.possible_agents)
+        return self._per_agent(obs[0]), self._infos(info)
+
+    def step(self, actions):
+        """Agents missing from ``actions`` stay. Unknown agent names raise ``ValueError``."""
+        if not self.agents:
+            raise RuntimeError("the episode is over: call reset()")
+        unknown = set(actions) - set(self.agents)
+        if unknown:
+            raise ValueError(f"actions for unknown or finished agents: {sorted(unknown)}")
+        self._actions[:] = self._stay
+        for k, agent in enumerate(self.possible_agents):
+            if agent in actions:
+                self._actions[0, k] = int(actions[agent])
+        obs, rewards, terminated, truncated, info = self._env.step(self._actions)
+        done = bool(truncated[0])
+        views = info["final_obs"][0] if done else obs[0]
+        observations = self._per_agent(views)
+        reward_dict = {a: float(rewards[0, k]) for k, a in enumerate(self.possible_agents)}
+        terminations = dict.fromkeys(self.possible_agents, False)
+        truncations = dict.fromkeys(self.possible_agents, done)
+        infos = self._infos(info)
+        if done:
+            self.agents = []
+        return observations, reward_dict, terminations, truncations, infos
+
+    def render(self):
+        if self.render_mode is None:
+            return None
+        return self._env.render(0, scale=self.render_scale)
+
+    def state(self):
+        """The whole map as RGB at one pixel per cell, ``[H, W, 3] uint8``."""
+        return self._env.render(0, scale=1)
+
+    def close(self):
+        pass
+
+    def _per_agent(self, views):
+        return {a: views[k].copy() for k, a in enumerate(self.possible_agents)}
+
+    def _infos(self, info):
+        return {
+            a: {"visible": info["visible"][0, k].copy(), "prev_actions": info["prev_actions"][0].copy()}
+            for k, a in enumerate(self.possible_agents)
+        }
+
+
+class CleanupParallelEnv(SSDParallelEnv):
+    def __init__(self, num_agents: int = 5, render_mode: str | None = None, **kwargs):
+        super().__init__("cleanup", num_agents=num_agents, render_mode=render_mode, **kwargs)
+
+
+class HarvestParallelEnv(SSDParallelEnv):
+    def __init__(self, num_agents: int = 5, render_mode: str | None = None, **kwargs):
+        super().__init__("harvest", num_agents=num_agents, render_mode=render_mode, **kwargs)
+
+
+# The registry of PettingZoo env ids (PettingZoo has no global registry of its own).
+ENV_IDS = {"ssdinfluence/cleanup-v0": CleanupParallelEnv, "ssdinfluence/harvest-v0": HarvestParallelEnv}
+
+
+def make_parallel(env_id: str, **kwargs) -> SSDParallelEnv:
+    """``make_parallel("ssdinfluence/harvest-v0", num_agents=5, render_mode="rgb_array")``."""
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
+    return ENV_IDS[env_id](**kwargs)

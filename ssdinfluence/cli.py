@@ -27,10 +27,9 @@ def main():
 @click.option("--threads", type=click.IntRange(1), default=None, help="Numba threads (default: all cores).")
 def rollout(env_name, agents, num_envs, episodes, horizon, seed, threads):
     """Play uniformly random policies and report the episodes' returns."""
+    import numba
     from rich.console import Console
     from rich.table import Table
-
-    import numba
 
     if threads is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

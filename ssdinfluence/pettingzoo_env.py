@@ -17,8 +17,6 @@ can see) and ``prev_actions`` ([N] int, every agent's last action).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 try:
@@ -51,14 +49,16 @@ class SSDParallelEnv(ParallelEnv):
         self.max_cycles = self._env.horizon
         self._stay = np.full((1, num_agents), STAY, np.int64)
         self._actions = np.empty((1, num_agents), np.int64)
+        # One space object per agent, returned every time (PettingZoo's seeding relies on it).
+        self.observation_spaces = {a: spaces.Box(0, 255, self._env.observation_shape, np.uint8)
+                                   for a in self.possible_agents}
+        self.action_spaces = {a: spaces.Discrete(self._env.num_actions) for a in self.possible_agents}
 
-    @functools.lru_cache(maxsize=None)
     def observation_space(self, agent):
-        return spaces.Box(0, 255, self._env.observation_shape, np.uint8)
+        return self.observation_spaces[agent]
 
-    @functools.lru_cache(maxsize=None)
     def action_space(self, agent):
-        return spaces.Discrete(self._env.num_actions)
+        return self.action_spaces[agent]
 
     def reset(self, seed=None, options=None):
         obs, info = self._env.reset(seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 import ssdinfluence
 
 # 9x9 open floor, walls around; spawn points in the corners (agents are placed by hand).

@@ -9,8 +9,17 @@ from hypothesis import strategies as st
 
 from ssdinfluence.envs import tiles
 from ssdinfluence.envs.tiles import (
-    DOWN, LEFT, MOVE_DOWN, MOVE_LEFT, MOVE_RIGHT, MOVE_UP, RIGHT, STAY,
-    TURN_CLOCKWISE, TURN_COUNTERCLOCKWISE, UP,
+    DOWN,
+    LEFT,
+    MOVE_DOWN,
+    MOVE_LEFT,
+    MOVE_RIGHT,
+    MOVE_UP,
+    RIGHT,
+    STAY,
+    TURN_CLOCKWISE,
+    TURN_COUNTERCLOCKWISE,
+    UP,
 )
 
 from .helpers import act, make_env, place

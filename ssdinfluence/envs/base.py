@@ -297,7 +297,7 @@ def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndar
     frame = np.repeat(np.repeat(palette[codes], scale, axis=0), scale, axis=1)
     if scale >= 3:
         mark = max(1, scale // 4)
-        for (row, col), o in zip(positions, orientations):
+        for (row, col), o in zip(positions, orientations, strict=True):
             colour = palette[codes[row, col]] // 2
             r0, c0 = row * scale, col * scale
             if o == tiles.UP:
@@ -361,7 +361,7 @@ def _check_state_values(state: dict, layout: maps.MapLayout, num_actions: int, h
         raise ValueError("state['orientations'] must be in 0..3")
     if np.any((state["prev_actions"] < 0) | (state["prev_actions"] >= num_actions)):
         raise ValueError(f"state['prev_actions'] must be in 0..{num_actions - 1}")
-    if np.any((state["beams"] > tiles.BEAM_CLEAN)):
+    if np.any(state["beams"] > tiles.BEAM_CLEAN):
         raise ValueError("state['beams'] must be 0 (none), 1 (fire) or 2 (clean)")
     if np.any((state["step_count"] < 0) | (state["step_count"] >= horizon)):
         raise ValueError(f"state['step_count'] must be in 0..{horizon - 1}")

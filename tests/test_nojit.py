@@ -1,0 +1,47 @@
+"""The kernels run as plain Python too (NUMBA_DISABLE_JIT=1) and give the same results."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, warnings
+    import numpy as np
+    import ssdinfluence
+    warnings.simplefilter("ignore")  # uint64 wrap-around in the RNG is intended
+    TINY = "@@@@@@@\\n@PHH P@\\n@ BB  @\\n@P RR @\\n@@@@@@@"
+    out = {}
+    for name, kwargs in (("cleanup", {"map": TINY}), ("harvest", {"map": TINY.replace("B", "A")})):
+        env = ssdinfluence.make(name, num_envs=2, num_agents=3, seed=5, horizon=12, **kwargs)
+        obs, _ = env.reset()
+        rng = np.random.default_rng(0)
+        chunks = [obs.copy()]
+        for _ in range(20):
+            obs, rewards, _, truncated, info = env.step(rng.integers(0, env.num_actions, (2, 3)))
+            chunks += [obs.copy(), rewards.copy(), truncated.copy(), info["visible"].copy()]
+        for k, v in env.get_state().items():
+            out[f"{name}_{k}"] = v
+        out[f"{name}_trace"] = np.concatenate([c.ravel().astype(np.float64) for c in chunks])
+    np.savez(sys.argv[1], **out)
+    """
+)
+
+
+def run(path, disable_jit):
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
+    subprocess.run([sys.executable, "-c", SCRIPT, str(path)], check=True, env=env, timeout=600)
+    return np.load(path)
+
+
+def test_python_mode_matches_jit(tmp_path):
+    jit = run(tmp_path / "jit.npz", disable_jit=False)
+    python = run(tmp_path / "python.npz", disable_jit=True)
+    assert sorted(jit.files) == sorted(python.files)
+    for key in jit.files:
+        np.testing.assert_array_equal(jit[key], python[key], err_msg=key)

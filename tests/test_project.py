@@ -1,0 +1,56 @@
+"""Promises of the project itself: the README's set-up commands, import hygiene, the CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ssdinfluence.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_setup_commands():
+    """The README's first two code blocks: install-and-run, install-and-test."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [block.strip() for block in blocks[:2]]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    run_command, test_command = readme_setup_commands()
+    assert "ssdinfluence rollout" in run_command and "pytest" in test_command
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in (run_command, test_command):
+        assert command.index("pip install torch==2.13.0") < command.index("pip install -e")
+
+
+def test_env_modules_import_no_heavy_dependencies():
+    code = (
+        "import sys, ssdinfluence, ssdinfluence.envs; "
+        "bad = [m for m in ('torch', 'click', 'rich', 'h5py') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_rollout_and_info():
+    runner = CliRunner()
+    result = runner.invoke(main, ["rollout", "--env", "harvest", "--agents", "3", "--num-envs", "2",
+                                  "--horizon", "50", "--episodes", "2"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "collective return" in result.output and "200 env steps in" in result.output
+    result = runner.invoke(main, ["info"])
+    assert result.exit_code == 0 and "env cleanup: map 25x18, 9 actions" in result.output
+
+
+def test_cli_bad_options_exit_2():
+    runner = CliRunner()
+    result = runner.invoke(main, ["rollout", "--env", "snake"])
+    assert result.exit_code == 2 and "'snake' is not one of" in result.output
+    result = runner.invoke(main, ["rollout", "--agents", "11"])
+    assert result.exit_code == 2 and "too many agents for the map" in result.output

@@ -12,8 +12,10 @@ import numpy as np
 SCRIPT = textwrap.dedent(
     """
     import sys, warnings
+    import numba
     import numpy as np
     import ssdinfluence
+    assert numba.config.DISABLE_JIT == int(sys.argv[2])
     warnings.simplefilter("ignore")  # uint64 wrap-around in the RNG is intended
     TINY = "@@@@@@@\\n@PHH P@\\n@ BB  @\\n@P RR @\\n@@@@@@@"
     out = {}
@@ -35,7 +37,8 @@ SCRIPT = textwrap.dedent(
 
 def run(path, disable_jit):
     env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-    subprocess.run([sys.executable, "-c", SCRIPT, str(path)], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(int(disable_jit))], check=True, env=env,
+                   timeout=600)
     return np.load(path)
 
 

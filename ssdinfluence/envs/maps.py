@@ -2,6 +2,9 @@
 
 Legend: ``@`` wall, ``P`` spawn point, ``A`` Harvest apple cell, ``B`` Cleanup orchard cell,
 ``H`` waste at reset, ``R`` river, ``S`` stream, space floor.
+
+``A`` and ``B`` are both cells where apples grow, in either game (by that game's rule); they
+differ only at reset: ``A`` starts with an apple, ``B`` starts empty.
 """
 
 from __future__ import annotations

@@ -233,3 +233,21 @@ def test_warmup_leaves_state_untouched():
     env.warmup()
     for key, value in env.get_state().items():
         np.testing.assert_array_equal(value, before[key])
+
+
+def test_observe_recomputes_views_after_set_state():
+    env = ssdinfluence.make("harvest", num_envs=3, num_agents=4, seed=1)
+    env.reset()
+    rollout(env, 5)
+    obs, _, _, _, info = env.step(np.zeros((3, 4), np.int32))
+    expected_obs, expected_visible = obs.copy(), info["visible"].copy()
+    after = env.get_state()
+    other = ssdinfluence.make("harvest", num_envs=3, num_agents=4, seed=9)
+    other.reset()
+    other.set_state(after)
+    obs, info = other.observe()
+    np.testing.assert_array_equal(obs, expected_obs)
+    np.testing.assert_array_equal(info["visible"], expected_visible)
+    subset = env.map_state([0, 2])
+    np.testing.assert_array_equal(subset["grid"], after["grid"][[0, 2]])
+    assert subset["positions"].shape == (2, 4, 2)

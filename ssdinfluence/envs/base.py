@@ -234,6 +234,24 @@ class BatchedEnv:
         core.rebuild_occupancy(self._state["positions"], self._occupancy)
         self._needs_reset = False
 
+    def observe(self):
+        """The current views and info, recomputed from the state (e.g. after :meth:`set_state`).
+
+        Returns ``obs`` [B, N, 15, 15, 3] uint8 and ``info`` as :meth:`step` does.
+        """
+        s, p = self._state, self.params
+        core.observe_kernel(s["grid"], s["positions"], s["orientations"], s["beams"], self._view,
+                            self.palette, p.draw_beams, p.view_flip, self._obs, self._visible)
+        return self._obs, self._info()
+
+    def map_state(self, indices) -> dict:
+        """Copies of the compact map state of the envs ``indices`` (list of E ints), for logging.
+
+        ``grid`` [E, H, W] uint8, ``positions`` [E, N, 2] int32, ``orientations`` [E, N] int8,
+        ``beams`` [E, H, W] uint8: enough to re-render the whole map (see :func:`render_frame`).
+        """
+        return {k: self._state[k][indices] for k in ("grid", "positions", "orientations", "beams")}
+
     def render(self, index: int = 0, scale: int = 8) -> np.ndarray:
         """Whole map of env ``index`` as RGB, ``[H * scale, W * scale, 3] uint8``.
 

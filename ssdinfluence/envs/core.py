@@ -270,6 +270,13 @@ def reset_kernel(game, env_mask, initial_grid, spawn_points, apple_cells, waste_
 
 
 @njit(cache=True, parallel=True)
+def observe_kernel(grid, positions, orientations, beams, view, palette, draw_beams, flip_sideways, obs, visible):
+    """Write every env's views and visibility from its current state (after ``set_state``)."""
+    for b in prange(grid.shape[0]):
+        _observe(b, grid, positions, orientations, beams, view, palette, draw_beams, flip_sideways, obs, visible)
+
+
+@njit(cache=True, parallel=True)
 def step_kernel(game, actions, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, palette, draw_beams, flip_sideways, horizon, beam_length, apple_reward, fire_cost, hit_penalty, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, target, moving, settled, order, spawn_perm, grow, view, obs, rewards, truncated, final_obs, episode_returns, visible):
     """Advance every env one step (see the module docstring) with autoreset.
 

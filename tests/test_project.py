@@ -23,7 +23,7 @@ def readme_setup_commands():
 
 def test_ci_runs_exactly_the_readme_test_command():
     run_command, test_command = readme_setup_commands()
-    assert "ssdinfluence rollout" in run_command and "pytest" in test_command
+    assert "ssdinfluence run --env cleanup --agents 5" in run_command and "pytest" in test_command
     assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
     for command in (run_command, test_command):
         assert command.index("pip install torch==2.13.0") < command.index("pip install -e")

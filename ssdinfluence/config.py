@@ -1,0 +1,195 @@
+"""Training configuration: one dataclass, the paper's presets, TOML loading and validation.
+
+Precedence when the CLI resolves a run: dataclass defaults < ``--preset`` < ``--config`` file
+< flags given on the command line. The resolved configuration is saved as ``config.json`` in
+the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .envs import ENV_NAMES, make
+from .rewards import REWARD_TRANSFORMS
+
+MODELS = ("baseline", "visible")
+ALGOS = ("ppo", "a2c")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class Config:
+    """Everything a training run needs. Defaults are tuned for throughput on a small machine.
+
+    Experiment
+        env, agents, model (``baseline``: the paper's A3C/PPO baseline; ``visible``: the LSTM also
+        sees the one-hot previous actions of the other agents), algo (``ppo`` or ``a2c``),
+        steps (total env steps, summed over envs), num_envs, seed, device, out (run directory).
+    Rollout
+        rollout_length: steps per env between updates; bptt_length: truncated-BPTT chunk length
+        (the LSTM state is stored at chunk starts and reset at episode starts).
+    Optimisation (Adam)
+        lr annealed linearly to lr_end over lr_anneal_steps env steps (0: over the whole run),
+        gamma, gae_lambda, entropy_coef, value_coef, max_grad_norm (each agent's gradient is
+        clipped to this global norm), normalise_advantages.
+    PPO
+        ppo_epochs, ppo_minibatches (split over env sequences), ppo_clip.
+    Reward transform (any model)
+        reward_transform: none | collective | prosocial | inequity, prosocial_eta,
+        inequity_alpha, inequity_beta, inequity_lambda.
+    Logging
+        log_trajectories: comma-separated env indices whose episodes go to trajectories.h5
+        ("" for none); log_every: log every k-th episode of those envs; log_observations:
+        also store the 15x15 views (large); checkpoint_every: updates between checkpoints.
+    Env
+        env_kwargs: keyword arguments for ``ssdinfluence.make`` (``horizon``, ``map``, rule
+        parameters); threads: Numba and torch threads (0: all cores).
+    """
+
+    env: str = "cleanup"
+    agents: int = 5
+    model: str = "baseline"
+    algo: str = "ppo"
+    steps: int = 5_000_000
+    num_envs: int = 32
+    seed: int = 0
+    device: str = "auto"
+    out: str = ""
+    rollout_length: int = 128
+    bptt_length: int = 32
+    lr: float = 0.00126
+    lr_end: float = 0.000012
+    lr_anneal_steps: int = 0
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    entropy_coef: float = 0.00176
+    value_coef: float = 0.5
+    max_grad_norm: float = 40.0
+    normalise_advantages: bool = True
+    ppo_epochs: int = 1
+    ppo_minibatches: int = 4
+    ppo_clip: float = 0.2
+    reward_transform: str = "none"
+    prosocial_eta: float = 0.85
+    inequity_alpha: float = 5.0
+    inequity_beta: float = 0.05
+    inequity_lambda: float = 0.975
+    log_trajectories: str = "0"
+    log_every: int = 10
+    log_observations: bool = False
+    checkpoint_every: int = 50
+    threads: int = 0
+    env_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.rollout_length
+
+    @property
+    def logged_envs(self) -> list[int]:
+        return [int(i) for i in self.log_trajectories.split(",") if i.strip()] if self.log_trajectories else []
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+# The paper's best hyperparameters (supplement; see shared/spec/INFLUENCE.md, Table "Best
+# hyperparameters"), for the models this package has. lr anneals from lr to lr_end.
+PAPER_PRESETS = {
+    ("cleanup", "baseline"): {"entropy_coef": 0.00176, "lr": 0.00126, "lr_end": 0.000012},
+    ("harvest", "baseline"): {"entropy_coef": 0.000687, "lr": 0.00136, "lr_end": 0.000028},
+    ("cleanup", "visible"): {"entropy_coef": 0.00176, "lr": 0.00126, "lr_end": 0.000012},
+    ("harvest", "visible"): {"entropy_coef": 0.00184, "lr": 0.00215, "lr_end": 0.000013},
+}
+PRESETS = ("paper",)
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def preset_values(name: str, env: str, model: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return dict(PAPER_PRESETS[env, model], gamma=0.99)
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a TOML file of Config fields (``[env_kwargs]`` as a table); ValueError if unusable."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read config file {path}: {error.strerror or error}") from error
+    try:
+        values = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from error
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"config file {path} has unknown keys {unknown}; known: {sorted(FIELDS)}")
+    return values
+
+
+def build_config(values: dict) -> Config:
+    """A validated Config from a dict of field values; ValueError naming the first bad field."""
+    config = Config()
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise ValueError(f"unknown option {key!r}")
+        default = getattr(config, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{key} must be a string, got {value!r}")
+        elif isinstance(default, dict) and not isinstance(value, dict):
+            raise ValueError(f"{key} must be a table, got {value!r}")
+        setattr(config, key, value)
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    def need(ok, message):
+        if not ok:
+            raise ValueError(message)
+
+    need(c.env in ENV_NAMES, f"unknown env {c.env!r}; available: {', '.join(ENV_NAMES)}")
+    need(c.model in MODELS, f"unknown model {c.model!r}; available: {', '.join(MODELS)}")
+    need(c.algo in ALGOS, f"unknown algo {c.algo!r}; available: {', '.join(ALGOS)}")
+    need(c.device in DEVICES, f"unknown device {c.device!r}; use one of {', '.join(DEVICES)}")
+    for name in ("agents", "steps", "num_envs", "rollout_length", "bptt_length", "ppo_epochs",
+                 "ppo_minibatches", "log_every", "checkpoint_every"):
+        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    need(c.rollout_length % c.bptt_length == 0,
+         f"rollout_length ({c.rollout_length}) must be a multiple of bptt_length ({c.bptt_length})")
+    sequences = c.num_envs * (c.rollout_length // c.bptt_length)
+    need(c.algo != "ppo" or sequences % c.ppo_minibatches == 0,
+         f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "
+         f"(num_envs x rollout_length / bptt_length)")
+    need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
+    need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
+    need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
+    need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
+    need(c.reward_transform in REWARD_TRANSFORMS,
+         f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
+    make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError
+    bad = [i for i in c.logged_envs if not 0 <= i < c.num_envs] if _ints(c.log_trajectories) else [c.log_trajectories]
+    need(not bad, f"log_trajectories must list env indices in 0..{c.num_envs - 1}, got {c.log_trajectories!r}")
+
+
+def _ints(text: str) -> bool:
+    return all(part.strip().lstrip("-").isdigit() for part in text.split(",")) if text.strip() else True

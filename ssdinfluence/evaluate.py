@@ -1,0 +1,85 @@
+"""Evaluate a checkpoint: play K episodes with the trained policies and report the measures."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint
+from .config import build_config
+from .envs import make
+from .metrics import EpisodeTracker
+from .models import AgentNetworks
+from .train import OtherAgentsActions, resolve_device
+
+SOCIAL = ("efficiency", "equality", "sustainability", "peace")
+
+
+def load_policy(path, device="auto"):
+    """(config, model) from a checkpoint file or run directory."""
+    device = resolve_device(device)
+    saved = checkpoint.load(Path(path), map_location=device)
+    config = build_config(saved["config"])
+    num_actions = make(config.env, num_agents=config.agents, **config.env_kwargs).num_actions
+    extra = (config.agents - 1) * num_actions if config.model == "visible" else 0
+    model = AgentNetworks(config.agents, num_actions, extra_size=extra).to(device)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    return config, model
+
+
+def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 12345, greedy: bool = False,
+             device: str = "auto", record: str | None = None) -> dict:
+    """Play ``episodes`` episodes (in batches of ``num_envs`` envs) and return per-episode results.
+
+    Returns a dict of arrays over the E episodes: ``returns [E, N]``, ``collective_return [E]``
+    and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file.
+    """
+    config, model = load_policy(path, device)
+    device = next(model.parameters()).device
+    num_envs = num_envs or min(episodes, 16)
+    env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
+    B, N, A = env.num_envs, env.num_agents, env.num_actions
+    visible = OtherAgentsActions(N, A, device) if config.model == "visible" else None
+    recorder = None
+    if record:
+        from .recorder import TrajectoryRecorder
+
+        log_config = replace(config, log_trajectories=",".join(map(str, range(B))), log_every=1)
+        recorder = TrajectoryRecorder(Path(record), env, log_config)
+    tracker = EpisodeTracker(B, N)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    obs, info = env.reset()
+    state = model.initial_state(B, device)
+    start = torch.ones(B, dtype=torch.bool, device=device)
+    results, steps = [], 0
+    with torch.no_grad():
+        while sum(len(r["returns"]) for r in results) < episodes:
+            obs_t = torch.from_numpy(obs).to(device)
+            prev = torch.from_numpy(info["prev_actions"]).long().to(device)
+            logits, _, state = model.step(obs_t, visible(prev) if visible else None, state, start)
+            if greedy:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.multinomial(torch.softmax(logits.reshape(N * B, A), -1), 1,
+                                            generator=generator).view(N, B)
+            actions_np = actions.T.cpu().numpy()
+            if recorder:
+                recorder.before_step(obs)
+            obs, rewards, _, truncated, info = env.step(actions_np)
+            steps += B
+            ended = tracker.update(rewards, truncated)
+            if recorder:
+                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0)
+            if ended is not None:
+                results.append(ended)
+            start = torch.from_numpy(truncated.copy()).to(device)
+    if recorder:
+        recorder.close()
+    out = {key: np.concatenate([r[key] for r in results])[:episodes]
+           for key in ("returns", "collective_return", *SOCIAL)}
+    out["config"] = config
+    return out

@@ -1,0 +1,106 @@
+"""Records whole episodes of chosen envs during training into ``trajectories.h5``.
+
+Per step it copies only the compact map state of the logged envs (and their views if asked),
+so logging a few envs costs little even at large batch sizes. Episodes in progress are part
+of the checkpoint, so a resumed run logs exactly what an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .trajectories import TrajectoryWriter
+
+MAP_FIELDS = ("grid", "positions", "orientations", "beams")
+SOCIAL = ("efficiency", "equality", "sustainability", "peace")
+
+
+class TrajectoryRecorder:
+    """Buffers the steps of ``config.logged_envs`` and appends every ``log_every``-th episode."""
+
+    def __init__(self, path, env, config, resume_update: int | None = None):
+        self.envs = config.logged_envs  # E env indices
+        self.every = config.log_every
+        self.store_obs = config.log_observations
+        self.env = env
+        self.path = path
+        self.config = config
+        self.writer = None
+        self.episode_count = np.zeros(len(self.envs), np.int64)
+        self.recording = np.ones(len(self.envs), bool)  # the first episode starts at reset
+        self._clear()
+
+    def _open(self, mode: str):
+        env = self.env
+        self.writer = TrajectoryWriter(
+            self.path, env_name=env.name, num_agents=env.num_agents, num_actions=env.num_actions,
+            map_text=env.layout.text, palette=env.palette, config=self.config.to_dict(),
+            store_observations=self.store_obs, episode_fields={name: ((), np.float32) for name in SOCIAL},
+            mode=mode)
+
+    def _clear(self, e: int | None = None):
+        targets = range(len(self.envs)) if e is None else [e]
+        if e is None:
+            self.buffers = [None] * len(self.envs)
+        for i in targets:
+            self.buffers[i] = {name: [] for name in (*MAP_FIELDS, "actions", "rewards", "observations")}
+
+    def before_step(self, obs: np.ndarray) -> None:
+        """Record the state s_t of the logged envs (before the step's actions)."""
+        if not self.recording.any():
+            return
+        state = self.env.map_state(self.envs)
+        for i in np.flatnonzero(self.recording):
+            buffer = self.buffers[i]
+            for name in MAP_FIELDS:
+                buffer[name].append(state[name][i])
+            if self.store_obs:
+                buffer["observations"].append(obs[self.envs[i]].copy())
+
+    def after_step(self, actions, rewards, truncated, ended, env_steps: int, update: int) -> None:
+        """Record a_t and r_t; append the logged envs' episodes that this step ended."""
+        for i, b in enumerate(self.envs):
+            if self.recording[i]:
+                self.buffers[i]["actions"].append(actions[b].copy())
+                self.buffers[i]["rewards"].append(rewards[b].copy())
+            if not truncated[b]:
+                continue
+            if self.recording[i]:
+                row = int(np.flatnonzero(ended["env_index"] == b)[0])
+                episode = {"env_index": b, "env_steps": env_steps, "update": update,
+                           "returns": ended["returns"][row]}
+                episode.update({name: np.float32(ended[name][row]) for name in SOCIAL})
+                self._append(i, episode)
+            self._clear(i)
+            self.episode_count[i] += 1
+            self.recording[i] = self.episode_count[i] % self.every == 0
+
+    def _append(self, i: int, episode: dict) -> None:
+        if self.writer is None:
+            self._open("w")
+        steps = {name: np.stack(values) for name, values in self.buffers[i].items() if values}
+        self.writer.append_episode(steps, episode)
+
+    def state_dict(self) -> dict:
+        """Counters and the episodes in progress, as tensors (for the checkpoint)."""
+        buffers = [{name: torch.from_numpy(np.stack(values)) for name, values in buffer.items() if values}
+                   for buffer in self.buffers]
+        return {"episode_count": torch.from_numpy(self.episode_count.copy()),
+                "recording": torch.from_numpy(self.recording.copy()), "buffers": buffers}
+
+    def resume(self, state: dict, update: int) -> None:
+        """Restore from a checkpoint taken after ``update`` updates; drop episodes logged later."""
+        self.episode_count = state["episode_count"].numpy().copy()
+        self.recording = state["recording"].numpy().copy()
+        for i, saved in enumerate(state["buffers"]):
+            self.buffers[i] = {name: [] for name in (*MAP_FIELDS, "actions", "rewards", "observations")}
+            for name, values in saved.items():
+                self.buffers[i][name] = list(values.numpy())
+        if self.path.exists():
+            self._open("a")
+            self.writer.truncate_after_update(update)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,433 @@
+"""The trainer: N independent agents learning with PPO or A2C on a batch of envs.
+
+Read :func:`train` top to bottom: set up, (resume,) then repeat {collect a rollout, estimate
+advantages, update, log, checkpoint} until the step budget is spent or a stop is asked for.
+
+Tensor names and shapes (T rollout steps, B envs, N agents, A actions, L BPTT length):
+``obs_buf [T, B, N, 15, 15, 3] uint8``, ``actions_buf [T, B, N] int64``, ``logprob_buf``,
+``value_buf``, ``reward_buf`` ``[T, B, N] float32``, ``start_buf [T, B] bool`` (step t opens an
+episode: the LSTM state is zeroed before it), ``done_buf [T, B] bool`` (step t ended one),
+``h0_buf``/``c0_buf [T // L, N, B, H]``: the LSTM state at each BPTT chunk start.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+
+from . import __version__, checkpoint
+from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
+from .config import Config
+from .envs import make
+from .metrics import EpisodeTracker
+from .models import AgentNetworks
+from .rewards import make_reward_transform
+
+SOCIAL = ("efficiency", "equality", "sustainability", "peace")
+TIMERS = ("env", "forward", "backward", "logging")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+class OtherAgentsActions:
+    """One-hot previous actions of the other agents, the visible-actions baseline's extra input.
+
+    ``prev_actions [M, N] int64 -> [N, M, (N - 1) * A] float32`` (agent k gets every j != k, in
+    index order).
+    """
+
+    def __init__(self, num_agents: int, num_actions: int, device):
+        self.num_actions = num_actions
+        others = [[j for j in range(num_agents) if j != k] for k in range(num_agents)]
+        self.others = torch.tensor(others, dtype=torch.long, device=device).reshape(num_agents, max(num_agents - 1, 0))
+        self.size = (num_agents - 1) * num_actions
+
+    def __call__(self, prev_actions: torch.Tensor) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(prev_actions, self.num_actions).float()  # [M, N, A]
+        return one_hot[:, self.others].flatten(2).transpose(0, 1)  # [N, M, (N-1)A]
+
+
+@dataclass
+class RunFiles:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def trajectories(self) -> Path:
+        return self.root / "trajectories.h5"
+
+
+@contextmanager
+def stop_on_signals():
+    """Yield a flag set by the first SIGINT/SIGTERM; a second SIGINT interrupts at once."""
+    flag = {"stop": False}
+    if not _in_main_thread():
+        yield flag
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    updates: int
+    env_steps: int
+    stopped_early: bool
+    last_row: dict = field(default_factory=dict)
+
+
+def train(config: Config, *, resume: bool = False, on_update=None, max_updates: int | None = None) -> TrainResult:
+    """Train ``config`` in ``config.out`` (resuming from its checkpoint if ``resume``).
+
+    ``on_update(row)`` is called after every update with the metrics row (a dict). A first
+    SIGINT/SIGTERM stops after the current update with a checkpoint written.
+    """
+    files = RunFiles(Path(config.out))
+    files.root.mkdir(parents=True, exist_ok=True)
+    config.save(files.config)
+
+    # --- devices, threads and random streams ---------------------------------------------
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+        numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
+    torch.manual_seed(config.seed)  # initial weights
+    sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
+
+    # --- env, model, optimiser ------------------------------------------------------------
+    env = make(config.env, num_envs=config.num_envs, num_agents=config.agents, seed=config.seed,
+               **config.env_kwargs)
+    B, N, A = env.num_envs, env.num_agents, env.num_actions
+    T, L = config.rollout_length, config.bptt_length
+    visible_input = OtherAgentsActions(N, A, device) if config.model == "visible" else None
+    model = AgentNetworks(N, A, extra_size=visible_input.size if visible_input else 0).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=1e-5)
+    reward_transform = make_reward_transform(config.reward_transform, B, N, **_transform_params(config))
+    tracker = EpisodeTracker(B, N)
+    recorder = _make_recorder(config, env, files)
+
+    # --- rollout storage ------------------------------------------------------------------
+    obs_buf = torch.zeros((T, B, N) + env.observation_shape, dtype=torch.uint8, device=device)
+    actions_buf = torch.zeros((T, B, N), dtype=torch.long, device=device)
+    prev_actions_buf = torch.zeros((T, B, N), dtype=torch.long, device=device)
+    logprob_buf, value_buf, reward_buf = (torch.zeros((T, B, N), device=device) for _ in range(3))
+    start_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
+    done_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
+    h0_buf = torch.zeros((T // L, N, B, model.lstm_size), device=device)
+    c0_buf = torch.zeros_like(h0_buf)
+    staging = _Staging(env, device)
+
+    # --- state carried from update to update ----------------------------------------------
+    obs, info = env.reset()
+    lstm_state = model.initial_state(B, device)
+    episode_start = np.ones(B, dtype=bool)
+    update, env_steps = 0, 0
+    if resume:
+        saved = checkpoint.load(files.checkpoint, map_location=device)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        sampler.set_state(saved["sampler"].to(sampler.device) if device.type == "cpu" else saved["sampler"].cpu())
+        env.set_state(checkpoint.from_storable(saved["env_state"]))
+        obs, info = env.observe()
+        lstm_state = (saved["lstm_h"].to(device), saved["lstm_c"].to(device))
+        episode_start = saved["episode_start"].numpy().copy()
+        tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
+        reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
+        update, env_steps = int(saved["update"]), int(saved["env_steps"])
+        if recorder:
+            recorder.resume(saved["recorder"], update)
+        _truncate_metrics(files.metrics, update)
+    metrics_file, metrics_writer = _open_metrics(files.metrics, N, append=resume)
+
+    total_updates = math.ceil(config.steps / config.steps_per_update)
+    anneal_steps = config.lr_anneal_steps or config.steps
+    timers = dict.fromkeys(TIMERS, 0.0)
+    started, row = time.perf_counter(), {}
+    stopped_early = False
+    try:
+        with stop_on_signals() as stop:
+            while update < total_updates and not stop["stop"]:
+                if max_updates is not None and update >= max_updates:
+                    break
+                update_start = time.perf_counter()
+                timers = dict.fromkeys(TIMERS, 0.0)
+                lr = linear_schedule(config.lr, config.lr_end, env_steps / anneal_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                finished = []
+
+                # --- 1. rollout -----------------------------------------------------------
+                with torch.no_grad():
+                    for t in range(T):
+                        tic = time.perf_counter()
+                        if t % L == 0:
+                            h0_buf[t // L], c0_buf[t // L] = lstm_state
+                        obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
+                        extra = visible_input(prev_t) if visible_input else None
+                        logits, value, lstm_state = model.step(obs_t, extra, lstm_state, start_t)
+                        actions = torch.multinomial(torch.softmax(logits.reshape(N * B, A), -1), 1,
+                                                    generator=sampler).view(N, B)
+                        logprobs = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+                        obs_buf[t], prev_actions_buf[t], start_buf[t] = obs_t, prev_t, start_t
+                        actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
+                        actions_np = actions.T.cpu().numpy()
+                        timers["forward"] += time.perf_counter() - tic
+
+                        tic = time.perf_counter()
+                        if recorder:
+                            recorder.before_step(obs)
+                        obs, rewards, _, truncated, info = env.step(actions_np)
+                        trained = reward_transform(rewards, episode_start)
+                        timers["env"] += time.perf_counter() - tic
+
+                        tic = time.perf_counter()
+                        reward_buf[t] = staging.rewards(trained)
+                        done_buf[t] = staging.flags(truncated)
+                        env_steps += B
+                        ended = tracker.update(rewards, truncated)
+                        if ended is not None:
+                            finished.append(ended)
+                        if recorder:
+                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update)
+                        episode_start = truncated.copy()
+                        timers["logging"] += time.perf_counter() - tic
+
+                    # --- 2. advantages --------------------------------------------------------
+                    tic = time.perf_counter()
+                    obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
+                    extra = visible_input(prev_t) if visible_input else None
+                    _, last_value, _ = model.step(obs_t, extra, lstm_state, start_t)
+                    advantages, returns = gae(reward_buf, value_buf, done_buf, last_value.T,
+                                              config.gamma, config.gae_lambda)
+                    timers["forward"] += time.perf_counter() - tic
+
+                # --- 3. update ----------------------------------------------------------------
+                tic = time.perf_counter()
+                losses = _update(config, model, optimizer, sampler, visible_input, obs_buf, actions_buf,
+                                 prev_actions_buf, logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf)
+                timers["backward"] += time.perf_counter() - tic
+                update += 1
+
+                # --- 4. log and checkpoint -----------------------------------------------------
+                tic = time.perf_counter()
+                elapsed = time.perf_counter() - update_start
+                row = _metrics_row(update, env_steps, time.perf_counter() - started, B * T / elapsed, lr,
+                                   finished, losses, timers, N)
+                metrics_writer.writerow(row)
+                metrics_file.flush()
+                last_update = update >= total_updates or stop["stop"] or update == max_updates
+                if update % config.checkpoint_every == 0 or last_update:
+                    _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start,
+                                     tracker, reward_transform, recorder, update, env_steps)
+                row["logging_s"] += time.perf_counter() - tic
+                if on_update:
+                    on_update(row)
+            stopped_early = update < total_updates
+    finally:
+        metrics_file.close()
+        if recorder:
+            recorder.close()
+    return TrainResult(files.root, update, env_steps, stopped_early, row)
+
+
+def _update(config, model, optimizer, sampler, visible_input, obs_buf, actions_buf, prev_actions_buf,
+            logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf):
+    """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them.
+
+    The rollout [T, B] is cut into S = (T / L) * B sequences of L steps; sequence s = c * B + b
+    is chunk c of env b and starts from the stored LSTM state ``h0_buf[c][:, b]``.
+    """
+    T, B, N = actions_buf.shape
+    L = config.bptt_length
+    C = T // L
+
+    def chunks(x):  # [T, B, ...] -> [L, S, ...]
+        return x.reshape(C, L, B, *x.shape[2:]).transpose(0, 1).reshape(L, C * B, *x.shape[2:])
+
+    obs, actions, prev = chunks(obs_buf), chunks(actions_buf), chunks(prev_actions_buf)
+    old_logprobs, adv, ret, starts = chunks(logprob_buf), chunks(advantages), chunks(returns), chunks(start_buf)
+    h0 = h0_buf.permute(1, 0, 2, 3).reshape(N, C * B, -1)  # [N, S, H]
+    c0 = c0_buf.permute(1, 0, 2, 3).reshape(N, C * B, -1)
+    ppo = config.algo == "ppo"
+    epochs, minibatches = (config.ppo_epochs, config.ppo_minibatches) if ppo else (1, 1)
+    S = C * B
+    totals, count = {}, 0
+    for _ in range(epochs):
+        order = torch.randperm(S, generator=sampler, device=sampler.device).to(obs.device)
+        for mb in order.chunk(minibatches):
+            extra = None
+            if visible_input is not None:
+                extra = visible_input(prev[:, mb].reshape(-1, N)).reshape(N, L, len(mb), -1).transpose(0, 1)
+            logits, values, _ = model.sequence(obs[:, mb], extra, (h0[:, mb], c0[:, mb]), starts[:, mb])
+            mb_adv = normalise_per_agent(adv[:, mb]) if config.normalise_advantages else adv[:, mb]
+            terms = policy_loss_terms(logits.permute(0, 2, 1, 3), actions[:, mb], old_logprobs[:, mb], mb_adv,
+                                      ret[:, mb], values.transpose(1, 2), clip=config.ppo_clip if ppo else None,
+                                      value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+            optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            norms = clip_grad_norm_per_agent(list(model.parameters()), N, config.max_grad_norm)
+            optimizer.step()
+            for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+                totals[name] = totals.get(name, 0.0) + getattr(terms, name).item()
+            totals["grad_norm"] = totals.get("grad_norm", 0.0) + norms.mean().item()
+            count += 1
+    return {k: v / count for k, v in totals.items()}
+
+
+class _Staging:
+    """Hands numpy env outputs to the model's device once per step (pinned memory on CUDA)."""
+
+    def __init__(self, env, device):
+        self.device = device
+        pin = device.type == "cuda"
+        B, N = env.num_envs, env.num_agents
+        self.obs = torch.zeros((B, N) + env.observation_shape, dtype=torch.uint8, pin_memory=pin)
+        self.prev = torch.zeros((B, N), dtype=torch.long, pin_memory=pin)
+        self.start = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
+        self.vec = torch.zeros((B, N), dtype=torch.float32, pin_memory=pin)
+        self.flag = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
+
+    def _to(self, host, array):
+        host.copy_(torch.from_numpy(np.asarray(array)))
+        return host.to(self.device, non_blocking=True) if self.device.type != "cpu" else host.clone()
+
+    def upload(self, obs, prev_actions, episode_start):
+        return self._to(self.obs, obs), self._to(self.prev, prev_actions), self._to(self.start, episode_start)
+
+    def rewards(self, rewards):
+        return self._to(self.vec, rewards)
+
+    def flags(self, flags):
+        return self._to(self.flag, flags)
+
+
+def _transform_params(config: Config) -> dict:
+    if config.reward_transform == "prosocial":
+        return {"eta": config.prosocial_eta}
+    if config.reward_transform == "inequity":
+        return {"alpha": config.inequity_alpha, "beta": config.inequity_beta, "gamma": config.gamma,
+                "lam": config.inequity_lambda}
+    return {}
+
+
+def metric_columns(num_agents: int) -> list[str]:
+    return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
+            + [f"return_agent_{k}" for k in range(num_agents)] + list(SOCIAL)
+            + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
+            + [f"{name}_s" for name in TIMERS])
+
+
+def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:
+    row = {"update": update, "env_steps": env_steps, "time_s": round(time_s, 3), "sps": round(sps, 1), "lr": lr}
+    if finished:
+        returns = np.concatenate([f["returns"] for f in finished])  # [E, N]
+        row["episodes"] = len(returns)
+        row["collective_return"] = float(returns.sum(1).mean())
+        for k in range(N):
+            row[f"return_agent_{k}"] = float(returns[:, k].mean())
+        for name in SOCIAL:
+            values = np.concatenate([f[name] for f in finished])
+            row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    else:
+        row["episodes"] = 0
+        for name in ["collective_return", *[f"return_agent_{k}" for k in range(N)], *SOCIAL]:
+            row[name] = float("nan")
+    row.update(losses)
+    row.update({f"{name}_s": round(value, 4) for name, value in timers.items()})
+    return row
+
+
+def _open_metrics(path: Path, num_agents: int, append: bool):
+    exists = append and path.exists() and path.stat().st_size > 0
+    handle = open(path, "a" if exists else "w", newline="")
+    writer = csv.DictWriter(handle, fieldnames=metric_columns(num_agents))
+    if not exists:
+        writer.writeheader()
+    return handle, writer
+
+
+def _truncate_metrics(path: Path, update: int) -> None:
+    """Drop rows written after the checkpoint being resumed (a killed run may have some)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [r for r in body if r and int(r[0]) <= update]
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *kept])
+
+
+def _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start, tracker,
+                     reward_transform, recorder, update, env_steps):
+    checkpoint.save(files.checkpoint, {
+        "config": config.to_dict(),
+        "versions": {"ssdinfluence": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
+        "update": update,
+        "env_steps": env_steps,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "sampler": sampler.get_state(),
+        "env_state": checkpoint.to_storable(env.get_state()),
+        "lstm_h": lstm_state[0].cpu(),
+        "lstm_c": lstm_state[1].cpu(),
+        "episode_start": torch.from_numpy(episode_start.copy()),
+        "tracker": checkpoint.to_storable(tracker.state_dict()),
+        "reward_transform": checkpoint.to_storable(reward_transform.state_dict()),
+        "recorder": recorder.state_dict() if recorder else {},
+    })
+
+
+def _make_recorder(config, env, files):
+    if not config.logged_envs:
+        return None
+    from .recorder import TrajectoryRecorder
+
+    return TrajectoryRecorder(files.trajectories, env, config)

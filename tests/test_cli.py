@@ -1,0 +1,129 @@
+"""The command line through click's runner, and a real Ctrl-C on a training process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ssdinfluence.cli import main
+from ssdinfluence.trajectories import TrajectoryReader
+
+SMALL = ["--env", "harvest", "--agents", "2", "--num-envs", "2", "--rollout-length", "16", "--bptt-length", "8",
+         "--ppo-minibatches", "2", "--horizon", "20", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), env={"COLUMNS": "200"})
+
+
+def test_run_resume_and_eval(tmp_path):
+    out = str(tmp_path / "run")
+    result = invoke("run", *SMALL, "--steps", "64", "--out", out, "--log-trajectories", "0,1", "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    assert "2 updates, 64 env steps" in result.output
+    result = invoke("run", "--resume", out, "--steps", "96", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "3 updates, 96 env steps" in result.output
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["update"] == 3
+    record = str(tmp_path / "eval.h5")
+    result = invoke("eval", out, "--episodes", "3", "--record", record)
+    assert result.exit_code == 0, result.output
+    assert "collective return" in result.output and "equality" in result.output
+    with TrajectoryReader(record) as reader:
+        assert reader.num_episodes >= 3
+
+
+def test_config_file_and_flags(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('env = "harvest"\nagents = 2\nnum_envs = 2\nrollout_length = 16\nbptt_length = 8\n'
+                      'ppo_minibatches = 2\nsteps = 32\nlr = 0.01\n[env_kwargs]\nhorizon = 20\n')
+    out = tmp_path / "run"
+    result = invoke("run", "--config", str(config), "--lr", "0.002", "--out", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    saved = __import__("json").loads((out / "config.json").read_text())
+    assert saved["lr"] == 0.002 and saved["agents"] == 2 and saved["env_kwargs"] == {"horizon": 20}
+
+
+def test_preset_paper(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", *SMALL, "--steps", "32", "--preset", "paper", "--out", str(out), "--entropy-coef", "0.5")
+    assert result.exit_code == 0, result.output
+    saved = __import__("json").loads((out / "config.json").read_text())
+    assert saved["lr"] == 0.00136 and saved["lr_end"] == 0.000028  # harvest baseline row
+    assert saved["entropy_coef"] == 0.5  # the flag wins over the preset
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--env", "snake"], "'snake' is not one of"),
+    (["run", "--steps", "lots"], "is not a number of steps"),
+    (["run", "--agents", "11"], "too many agents for the map"),
+    (["run", "--rollout-length", "30", "--bptt-length", "8"], "must be a multiple of bptt_length"),
+    (["run", "--log-trajectories", "0,99", "--num-envs", "4"], "log_trajectories must list env indices"),
+    (["run", "--config", "/nonexistent/c.toml"], "cannot read config file"),
+    (["run", "--resume", "/nonexistent/run"], "has no checkpoint.pt"),
+    (["eval", "/nonexistent/run"], "no checkpoint at"),
+    (["run", "--model", "influence"], "'influence' is not one of"),
+])
+def test_bad_options_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_unreadable_files_exit_2(tmp_path):
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("steps = = 3\n")
+    result = invoke("run", "--config", str(bad_toml))
+    assert result.exit_code == 2 and "is not valid TOML" in result.output
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("stepz = 3\n")
+    result = invoke("run", "--config", str(unknown))
+    assert result.exit_code == 2 and "unknown keys ['stepz']" in result.output
+    garbage = tmp_path / "checkpoint.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    result = invoke("eval", str(garbage))
+    assert result.exit_code == 2 and "cannot read checkpoint" in result.output
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    out = str(tmp_path / "run")
+    assert invoke("run", *SMALL, "--steps", "32", "--out", out).exit_code == 0
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    result = invoke("run", *SMALL, "--steps", "32", "--out", out)
+    assert result.exit_code == 2 and "already holds a run" in result.output
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
+    result = invoke("run", "--resume", out, "--lr", "0.1")
+    assert result.exit_code == 2 and "cannot change lr when resuming" in result.output
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ssdinfluence.cli", "run", *SMALL, "--steps", "1e7", "--out", str(out),
+               "--log-trajectories", "0", "--log-every", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, COLUMNS="200"))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "metrics.csv").exists() and len((out / "metrics.csv").read_text().splitlines()) > 8:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "stopped early" in output and f"ssdinfluence run --resume {out}" in output
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert int(rows[-1]["update"]) == saved["update"] >= 8
+    with TrajectoryReader(out / "trajectories.h5") as reader:
+        assert reader.num_episodes >= 1
+    result = invoke("run", "--resume", str(out), "--steps", str((saved["update"] + 1) * 32))
+    assert result.exit_code == 0, result.output

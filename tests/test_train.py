@@ -120,3 +120,33 @@ def test_agents_learn_on_a_small_map(tmp_path):
     returns = [r["collective_return"] for r in rows if r["episodes"] > 0]
     early, late = np.mean(returns[:3]), np.mean(returns[-3:])
     assert late > early + 6, (early, late)  # measured: +11 learning, -1 with lr ~ 0
+
+
+def test_training_does_not_depend_on_thread_count(tmp_path):
+    import numba
+
+    torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        models = []
+        for threads in (1, 2):
+            out = tmp_path / f"t{threads}"
+            train(tiny_config(out, threads=threads, num_envs=8, steps=3 * 8 * 16, ppo_minibatches=2))
+            models.append(checkpoint.load(out)["model"])
+    finally:
+        torch.set_num_threads(torch_threads)
+        numba.set_num_threads(numba_threads)
+    for key, value in models[0].items():
+        assert torch.equal(value, models[1][key]), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+def test_cuda_training_and_resume(tmp_path):
+    config = tiny_config(tmp_path / "gpu", device="cuda")
+    first = train(config, max_updates=2)
+    assert first.updates == 2
+    second = train(config, resume=True)
+    assert second.updates == 4 and math.isfinite(second.last_row["policy_loss"])
+    saved = checkpoint.load(tmp_path / "gpu", map_location="cpu")
+    assert all(value.device.type == "cpu" for value in saved["model"].values())
+    cpu = train(tiny_config(tmp_path / "cpu", device="cpu"))
+    assert cpu.updates == 4

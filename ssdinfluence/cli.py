@@ -39,7 +39,10 @@ RUN_OPTIONS = {
     "entropy_coef": "entropy_coef", "ppo_epochs": "ppo_epochs", "ppo_minibatches": "ppo_minibatches",
     "reward_transform": "reward_transform", "log_trajectories": "log_trajectories",
     "log_every": "log_every", "log_observations": "log_observations", "checkpoint_every": "checkpoint_every",
-    "threads": "threads",
+    "threads": "threads", "influencers": "influencers", "influencee_reward": "influencee_reward",
+    "divergence": "divergence", "influence_weight": "influence_weight", "extrinsic_weight": "extrinsic_weight",
+    "influence_clip": "influence_clip", "influence_ramp_steps": "influence_ramp_steps",
+    "influence_schedule": "influence_schedule",
 }
 # What may change when a run is resumed (anything else would change the training itself).
 RESUMABLE = {"steps", "device", "threads"}
@@ -54,7 +57,8 @@ def main():
 @main.command()
 @click.option("--env", type=click.Choice(ENV_NAMES), help="Game.  [default: cleanup]")
 @click.option("--agents", type=click.IntRange(1), help="Agents per env.  [default: 5]")
-@click.option("--model", type=click.Choice(MODELS), help="baseline or visible (sees others' previous actions).")
+@click.option("--model", type=click.Choice(MODELS),
+              help="baseline, visible (sees others' previous actions) or influence (basic social influence).")
 @click.option("--algo", type=click.Choice(ALGOS), help="ppo or a2c.  [default: ppo]")
 @click.option("--steps", type=StepCount(), help="Total env steps, e.g. 5e6.  [default: 5e6]")
 @click.option("--num-envs", type=click.IntRange(1), help="Envs stepped together.  [default: 32]")
@@ -79,6 +83,16 @@ def main():
 @click.option("--log-observations/--no-log-observations", default=None, help="Also store the 15x15 views.")
 @click.option("--checkpoint-every", type=click.IntRange(1), help="Updates between checkpoints.")
 @click.option("--threads", type=click.IntRange(0), help="CPU threads for envs and torch (0: all).")
+@click.option("--influencers", type=click.IntRange(1), help="influence: agents 0..m-1 act first and are rewarded.")
+@click.option("--influencee-reward/--no-influencee-reward", default=None,
+              help="influence: influencees also get the influence they felt.")
+@click.option("--divergence", type=click.Choice(["kl", "jsd", "pmi"]), help="Influence divergence.  [default: kl]")
+@click.option("--influence-weight", type=click.FloatRange(min=0), help="beta, the influence reward's weight.")
+@click.option("--extrinsic-weight", type=click.FloatRange(min=0), help="alpha, the env reward's weight.")
+@click.option("--influence-clip", type=click.FloatRange(min=0), help="Clip the influence reward (0: off).  [default: 10]")
+@click.option("--influence-ramp-steps", type=StepCount(), help="Curriculum: beta ramps up over C env steps.")
+@click.option("--influence-schedule", type=click.Choice(["linear", "reference"]),
+              help="reference: the reference's piecewise multipliers on top of the ramp.")
 @click.option("--quiet", is_flag=True, help="No live display; one line per 10 updates.")
 @click.pass_context
 def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
@@ -148,6 +162,9 @@ def _train_with_display(config, resume: bool, quiet: bool):
                       "sustainability / peace", f"{row['sustainability']:.1f} / {row['peace']:.1f}")
         table.add_row("policy / value loss", f"{row['policy_loss']:.4f} / {row['value_loss']:.4f}",
                       "entropy", f"{row['entropy']:.3f}")
+        if "influence_weight" in row:
+            exerted = "  ".join(f"{row[f'influence_agent_{k}']:.3f}" for k in range(config.agents))
+            table.add_row("influence per agent", exerted, "influence weight", f"{row['influence_weight']:.3f}")
         return table
 
     def on_update(row):

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .envs import ENV_NAMES, make
+from .influence import DIVERGENCES
 from .rewards import REWARD_TRANSFORMS
 
-MODELS = ("baseline", "visible")
+MODELS = ("baseline", "visible", "influence")
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -47,6 +48,13 @@ class Config:
     Env
         env_kwargs: keyword arguments for ``ssdinfluence.make`` (``horizon``, ``map``, rule
         parameters); threads: Numba and torch threads (0: all cores).
+    Influence (model ``influence``)
+        influencers: agents 0..m-1 act first and are rewarded for their influence;
+        influencee_reward: influencees also get the influence they felt; divergence: kl | jsd |
+        pmi; each agent trains on extrinsic_weight * e + beta * c with c clipped to
+        influence_clip (0: no clip) and beta = influence_weight ramped up linearly over
+        influence_ramp_steps env steps (influence_schedule ``reference``: times the reference's
+        piecewise multipliers).
     """
 
     env: str = "cleanup"
@@ -83,6 +91,14 @@ class Config:
     checkpoint_every: int = 50
     threads: int = 0
     env_kwargs: dict = field(default_factory=dict)
+    influencers: int = 1
+    influencee_reward: bool = False
+    divergence: str = "kl"
+    influence_weight: float = 0.146
+    extrinsic_weight: float = 1.0
+    influence_clip: float = 10.0
+    influence_ramp_steps: int = 0
+    influence_schedule: str = "linear"
 
     @property
     def steps_per_update(self) -> int:
@@ -106,6 +122,13 @@ PAPER_PRESETS = {
     ("harvest", "baseline"): {"entropy_coef": 0.000687, "lr": 0.00136, "lr_end": 0.000028},
     ("cleanup", "visible"): {"entropy_coef": 0.00176, "lr": 0.00126, "lr_end": 0.000012},
     ("harvest", "visible"): {"entropy_coef": 0.00184, "lr": 0.00215, "lr_end": 0.000013},
+    # C = 140 in the paper's table; its unit is not stated, most likely millions of steps.
+    ("cleanup", "influence"): {"entropy_coef": 0.000248, "lr": 0.00107, "lr_end": 0.000042, "influence_weight": 0.146,
+                               "influence_ramp_steps": 140_000_000, "influencers": 1, "divergence": "jsd",
+                               "influencee_reward": True},
+    ("harvest", "influence"): {"entropy_coef": 0.00025, "lr": 0.00107, "lr_end": 0.000042, "influence_weight": 0.224,
+                               "influence_ramp_steps": 140_000_000, "influencers": 3, "divergence": "pmi",
+                               "influencee_reward": False},
 }
 PRESETS = ("paper",)
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -184,6 +207,13 @@ def validate(c: Config) -> None:
     need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
     need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
     need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
+    need(c.divergence in DIVERGENCES, f"unknown divergence {c.divergence!r}; choose from {', '.join(DIVERGENCES)}")
+    need(c.influence_schedule in ("linear", "reference"),
+         f"unknown influence_schedule {c.influence_schedule!r}; choose linear or reference")
+    need(c.model != "influence" or 1 <= c.influencers < c.agents,
+         f"influencers must be between 1 and agents - 1 ({c.agents - 1}), got {c.influencers}")
+    need(c.influence_weight >= 0 and c.extrinsic_weight >= 0 and c.influence_clip >= 0,
+         "influence_weight, extrinsic_weight and influence_clip must be >= 0")
     need(c.reward_transform in REWARD_TRANSFORMS,
          f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError

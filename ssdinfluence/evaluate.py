@@ -12,23 +12,22 @@ from . import checkpoint
 from .config import build_config
 from .envs import make
 from .metrics import EpisodeTracker
-from .models import AgentNetworks
-from .train import OtherAgentsActions, resolve_device
+from .policies import make_policies
+from .train import resolve_device
 
 SOCIAL = ("efficiency", "equality", "sustainability", "peace")
 
 
 def load_policy(path, device="auto"):
-    """(config, model) from a checkpoint file or run directory."""
+    """(config, policies) from a checkpoint file or run directory."""
     device = resolve_device(device)
     saved = checkpoint.load(Path(path), map_location=device)
     config = build_config(saved["config"])
     num_actions = make(config.env, num_agents=config.agents, **config.env_kwargs).num_actions
-    extra = (config.agents - 1) * num_actions if config.model == "visible" else 0
-    model = AgentNetworks(config.agents, num_actions, extra_size=extra).to(device)
-    model.load_state_dict(saved["model"])
-    model.eval()
-    return config, model
+    policy = make_policies(config, num_actions, device)
+    policy.model.load_state_dict(saved["model"])
+    policy.model.eval()
+    return config, policy
 
 
 def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 12345, greedy: bool = False,
@@ -38,18 +37,18 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     Returns a dict of arrays over the E episodes: ``returns [E, N]``, ``collective_return [E]``
     and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file.
     """
-    config, model = load_policy(path, device)
+    config, policy = load_policy(path, device)
+    model = policy.model
     device = next(model.parameters()).device
     num_envs = num_envs or min(episodes, 16)
     env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
-    B, N, A = env.num_envs, env.num_agents, env.num_actions
-    visible = OtherAgentsActions(N, A, device) if config.model == "visible" else None
+    B, N = env.num_envs, env.num_agents
     recorder = None
     if record:
         from .recorder import TrajectoryRecorder
 
         log_config = replace(config, log_trajectories=",".join(map(str, range(B))), log_every=1)
-        recorder = TrajectoryRecorder(Path(record), env, log_config)
+        recorder = TrajectoryRecorder(Path(record), env, log_config, influence=policy.influence)
     tracker = EpisodeTracker(B, N)
     generator = torch.Generator(device=device).manual_seed(seed)
     obs, info = env.reset()
@@ -60,12 +59,7 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
         while sum(len(r["returns"]) for r in results) < episodes:
             obs_t = torch.from_numpy(obs).to(device)
             prev = torch.from_numpy(info["prev_actions"]).long().to(device)
-            logits, _, state = model.step(obs_t, visible(prev) if visible else None, state, start)
-            if greedy:
-                actions = logits.argmax(-1)
-            else:
-                actions = torch.multinomial(torch.softmax(logits.reshape(N * B, A), -1), 1,
-                                            generator=generator).view(N, B)
+            actions, _, _, state, influence, pairs = policy.act(obs_t, prev, state, start, generator, greedy)
             actions_np = actions.T.cpu().numpy()
             if recorder:
                 recorder.before_step(obs)
@@ -73,7 +67,9 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
             steps += B
             ended = tracker.update(rewards, truncated)
             if recorder:
-                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0)
+                extras = None if influence is None else {"influence": influence.cpu().numpy(),
+                                                          "influence_pairs": pairs.cpu().numpy()}
+                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, extras)
             if ended is not None:
                 results.append(ended)
             start = torch.from_numpy(truncated.copy()).to(device)

@@ -121,7 +121,7 @@ class AgentNetworks(nn.Module):
         Returns:
             logits ``[N, B, A]``, value ``[N, B]``, new state.
         """
-        h, c = _reset(state, episode_start)
+        h, c = reset_state(state, episode_start)
         gates_x = self.lstm_inputs(self.features(obs), extra)
         h, c = self.lstm.cell(gates_x, h, c)
         logits, value = self.heads(h)
@@ -146,7 +146,7 @@ class AgentNetworks(nn.Module):
         # unbind once: indexing gates_x[:, t] per step would make each step's backward fill a
         # full-size zero gradient (quadratic in T).
         for t, gates_t in enumerate(gates_x.unbind(1)):
-            h, c = _reset((h, c), episode_start[t])
+            h, c = reset_state((h, c), episode_start[t])
             h, c = self.lstm.cell(gates_t, h, c)
             hs.append(h)
         hidden = torch.stack(hs, dim=1)  # [N, T, B, H]
@@ -156,7 +156,7 @@ class AgentNetworks(nn.Module):
         return logits, values, (h, c)
 
 
-def _reset(state, episode_start):
+def reset_state(state, episode_start):
     """Zero the state ``(h, c)`` ([N, B, H] each) of envs where ``episode_start`` [B] is set."""
     keep = (~episode_start).to(state[0].dtype).view(1, -1, 1)
     return state[0] * keep, state[1] * keep

@@ -19,13 +19,16 @@ SOCIAL = ("efficiency", "equality", "sustainability", "peace")
 class TrajectoryRecorder:
     """Buffers the steps of ``config.logged_envs`` and appends every ``log_every``-th episode."""
 
-    def __init__(self, path, env, config, resume_update: int | None = None):
+    def __init__(self, path, env, config, influence: bool = False):
         self.envs = config.logged_envs  # E env indices
         self.every = config.log_every
         self.store_obs = config.log_observations
         self.env = env
         self.path = path
         self.config = config
+        N = env.num_agents
+        # per-step influence of logged episodes: exerted by each agent, and per (k, j) pair
+        self.step_fields = {"influence": ((N,), np.float32), "influence_pairs": ((N, N), np.float32)} if influence else {}
         self.writer = None
         self.episode_count = np.zeros(len(self.envs), np.int64)
         self.recording = np.ones(len(self.envs), bool)  # the first episode starts at reset
@@ -37,6 +40,7 @@ class TrajectoryRecorder:
             self.path, env_name=env.name, num_agents=env.num_agents, num_actions=env.num_actions,
             map_text=env.layout.text, palette=env.palette, config=self.config.to_dict(),
             store_observations=self.store_obs, episode_fields={name: ((), np.float32) for name in SOCIAL},
+            step_fields=self.step_fields,
             mode=mode)
 
     def _clear(self, e: int | None = None):
@@ -44,7 +48,10 @@ class TrajectoryRecorder:
         if e is None:
             self.buffers = [None] * len(self.envs)
         for i in targets:
-            self.buffers[i] = {name: [] for name in (*MAP_FIELDS, "actions", "rewards", "observations")}
+            self.buffers[i] = {name: [] for name in self._fields()}
+
+    def _fields(self):
+        return (*MAP_FIELDS, "actions", "rewards", "observations", *self.step_fields)
 
     def before_step(self, obs: np.ndarray) -> None:
         """Record the state s_t of the logged envs (before the step's actions)."""
@@ -58,12 +65,14 @@ class TrajectoryRecorder:
             if self.store_obs:
                 buffer["observations"].append(obs[self.envs[i]].copy())
 
-    def after_step(self, actions, rewards, truncated, ended, env_steps: int, update: int) -> None:
-        """Record a_t and r_t; append the logged envs' episodes that this step ended."""
+    def after_step(self, actions, rewards, truncated, ended, env_steps: int, update: int, extras=None) -> None:
+        """Record a_t, r_t (and ``extras``: step fields [B, ...]); append the episodes this step ended."""
         for i, b in enumerate(self.envs):
             if self.recording[i]:
                 self.buffers[i]["actions"].append(actions[b].copy())
                 self.buffers[i]["rewards"].append(rewards[b].copy())
+                for name in self.step_fields:
+                    self.buffers[i][name].append(extras[name][b].copy())
             if not truncated[b]:
                 continue
             if self.recording[i]:
@@ -94,7 +103,7 @@ class TrajectoryRecorder:
         self.episode_count = state["episode_count"].numpy().copy()
         self.recording = state["recording"].numpy().copy()
         for i, saved in enumerate(state["buffers"]):
-            self.buffers[i] = {name: [] for name in (*MAP_FIELDS, "actions", "rewards", "observations")}
+            self.buffers[i] = {name: [] for name in self._fields()}
             for name, values in saved.items():
                 self.buffers[i][name] = list(values.numpy())
         if self.path.exists():

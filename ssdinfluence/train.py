@@ -28,8 +28,9 @@ from . import __version__, checkpoint
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config
 from .envs import make
+from .influence import influence_weight
 from .metrics import EpisodeTracker
-from .models import AgentNetworks
+from .policies import make_policies
 from .rewards import make_reward_transform
 
 SOCIAL = ("efficiency", "equality", "sustainability", "peace")
@@ -42,24 +43,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available (use --device auto or cpu)")
     return torch.device(name)
-
-
-class OtherAgentsActions:
-    """One-hot previous actions of the other agents, the visible-actions baseline's extra input.
-
-    ``prev_actions [M, N] int64 -> [N, M, (N - 1) * A] float32`` (agent k gets every j != k, in
-    index order).
-    """
-
-    def __init__(self, num_agents: int, num_actions: int, device):
-        self.num_actions = num_actions
-        others = [[j for j in range(num_agents) if j != k] for k in range(num_agents)]
-        self.others = torch.tensor(others, dtype=torch.long, device=device).reshape(num_agents, max(num_agents - 1, 0))
-        self.size = (num_agents - 1) * num_actions
-
-    def __call__(self, prev_actions: torch.Tensor) -> torch.Tensor:
-        one_hot = torch.nn.functional.one_hot(prev_actions, self.num_actions).float()  # [M, N, A]
-        return one_hot[:, self.others].flatten(2).transpose(0, 1)  # [N, M, (N-1)A]
 
 
 @dataclass
@@ -144,8 +127,8 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                **config.env_kwargs)
     B, N, A = env.num_envs, env.num_agents, env.num_actions
     T, L = config.rollout_length, config.bptt_length
-    visible_input = OtherAgentsActions(N, A, device) if config.model == "visible" else None
-    model = AgentNetworks(N, A, extra_size=visible_input.size if visible_input else 0).to(device)
+    policy = make_policies(config, A, device)
+    model = policy.model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=1e-5)
     reward_transform = make_reward_transform(config.reward_transform, B, N, **_transform_params(config))
     tracker = EpisodeTracker(B, N)
@@ -182,7 +165,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
         if recorder:
             recorder.resume(saved["recorder"], update)
         _truncate_metrics(files.metrics, update)
-    metrics_file, metrics_writer = _open_metrics(files.metrics, N, append=resume)
+    metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, policy.influence), append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
@@ -200,6 +183,10 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 finished = []
+                beta = influence_weight(env_steps, config.influence_weight, config.influence_ramp_steps,
+                                        config.influence_schedule) if policy.influence else 0.0
+                influence_sum = torch.zeros(N, device=device)
+                pairs_sum = torch.zeros(N, N, device=device)
 
                 # --- 1. rollout -----------------------------------------------------------
                 with torch.no_grad():
@@ -208,11 +195,8 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         if t % L == 0:
                             h0_buf[t // L], c0_buf[t // L] = lstm_state
                         obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
-                        extra = visible_input(prev_t) if visible_input else None
-                        logits, value, lstm_state = model.step(obs_t, extra, lstm_state, start_t)
-                        actions = torch.multinomial(torch.softmax(logits.reshape(N * B, A), -1), 1,
-                                                    generator=sampler).view(N, B)
-                        logprobs = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+                        actions, logprobs, value, lstm_state, influence, pairs = policy.act(
+                            obs_t, prev_t, lstm_state, start_t, sampler)
                         obs_buf[t], prev_actions_buf[t], start_buf[t] = obs_t, prev_t, start_t
                         actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
                         actions_np = actions.T.cpu().numpy()
@@ -227,28 +211,35 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
                         tic = time.perf_counter()
                         reward_buf[t] = staging.rewards(trained)
+                        if influence is not None:
+                            if config.influence_clip > 0:
+                                influence = influence.clamp(max=config.influence_clip)
+                            reward_buf[t] = config.extrinsic_weight * reward_buf[t] + beta * influence
+                            influence_sum += influence.sum(0)
+                            pairs_sum += pairs.sum(0)
                         done_buf[t] = staging.flags(truncated)
                         env_steps += B
                         ended = tracker.update(rewards, truncated)
                         if ended is not None:
                             finished.append(ended)
                         if recorder:
-                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update)
+                            extras = {} if influence is None else {"influence": influence.cpu().numpy(),
+                                                                   "influence_pairs": pairs.cpu().numpy()}
+                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update, extras)
                         episode_start = truncated.copy()
                         timers["logging"] += time.perf_counter() - tic
 
                     # --- 2. advantages --------------------------------------------------------
                     tic = time.perf_counter()
                     obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
-                    extra = visible_input(prev_t) if visible_input else None
-                    _, last_value, _ = model.step(obs_t, extra, lstm_state, start_t)
+                    last_value = policy.values(obs_t, prev_t, lstm_state, start_t)
                     advantages, returns = gae(reward_buf, value_buf, done_buf, last_value.T,
                                               config.gamma, config.gae_lambda)
                     timers["forward"] += time.perf_counter() - tic
 
                 # --- 3. update ----------------------------------------------------------------
                 tic = time.perf_counter()
-                losses = _update(config, model, optimizer, sampler, visible_input, obs_buf, actions_buf,
+                losses = _update(config, policy, optimizer, sampler, obs_buf, actions_buf,
                                  prev_actions_buf, logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf)
                 timers["backward"] += time.perf_counter() - tic
                 update += 1
@@ -258,6 +249,8 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 elapsed = time.perf_counter() - update_start
                 row = _metrics_row(update, env_steps, time.perf_counter() - started, B * T / elapsed, lr,
                                    finished, losses, timers, N)
+                if policy.influence:
+                    row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
                 metrics_writer.writerow(row)
                 metrics_file.flush()
                 last_update = update >= total_updates or stop["stop"] or update == max_updates
@@ -275,7 +268,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     return TrainResult(files.root, update, env_steps, stopped_early, row)
 
 
-def _update(config, model, optimizer, sampler, visible_input, obs_buf, actions_buf, prev_actions_buf,
+def _update(config, policy, optimizer, sampler, obs_buf, actions_buf, prev_actions_buf,
             logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf):
     """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them.
 
@@ -300,17 +293,15 @@ def _update(config, model, optimizer, sampler, visible_input, obs_buf, actions_b
     for _ in range(epochs):
         order = torch.randperm(S, generator=sampler, device=sampler.device).to(obs.device)
         for mb in order.chunk(minibatches):
-            extra = None
-            if visible_input is not None:
-                extra = visible_input(prev[:, mb].reshape(-1, N)).reshape(N, L, len(mb), -1).transpose(0, 1)
-            logits, values, _ = model.sequence(obs[:, mb], extra, (h0[:, mb], c0[:, mb]), starts[:, mb])
+            logits, values = policy.sequence(obs[:, mb], prev[:, mb], actions[:, mb], (h0[:, mb], c0[:, mb]),
+                                             starts[:, mb])
             mb_adv = normalise_per_agent(adv[:, mb]) if config.normalise_advantages else adv[:, mb]
             terms = policy_loss_terms(logits.permute(0, 2, 1, 3), actions[:, mb], old_logprobs[:, mb], mb_adv,
                                       ret[:, mb], values.transpose(1, 2), clip=config.ppo_clip if ppo else None,
                                       value_coef=config.value_coef, entropy_coef=config.entropy_coef)
             optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
-            norms = clip_grad_norm_per_agent(list(model.parameters()), N, config.max_grad_norm)
+            norms = clip_grad_norm_per_agent(list(policy.model.parameters()), N, config.max_grad_norm)
             optimizer.step()
             for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 totals[name] = totals.get(name, 0.0) + getattr(terms, name).item()
@@ -355,11 +346,15 @@ def _transform_params(config: Config) -> dict:
     return {}
 
 
-def metric_columns(num_agents: int) -> list[str]:
+def metric_columns(num_agents: int, influence: bool = False) -> list[str]:
+    extra = []
+    if influence:
+        extra = (["influence_weight"] + [f"influence_agent_{k}" for k in range(num_agents)]
+                 + [f"influence_{k}_on_{j}" for k in range(num_agents) for j in range(num_agents) if j != k])
     return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
             + [f"return_agent_{k}" for k in range(num_agents)] + list(SOCIAL)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
-            + [f"{name}_s" for name in TIMERS])
+            + [f"{name}_s" for name in TIMERS] + extra)
 
 
 def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:
@@ -382,10 +377,19 @@ def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N
     return row
 
 
-def _open_metrics(path: Path, num_agents: int, append: bool):
+def _influence_columns(per_agent, pairs, beta) -> dict:
+    """Mean influence per step: exerted by each agent ``[N]`` and per pair ``[N, N]``."""
+    N = len(per_agent)
+    row = {"influence_weight": beta}
+    row.update({f"influence_agent_{k}": float(per_agent[k]) for k in range(N)})
+    row.update({f"influence_{k}_on_{j}": float(pairs[k, j]) for k in range(N) for j in range(N) if j != k})
+    return row
+
+
+def _open_metrics(path: Path, columns: list[str], append: bool):
     exists = append and path.exists() and path.stat().st_size > 0
     handle = open(path, "a" if exists else "w", newline="")
-    writer = csv.DictWriter(handle, fieldnames=metric_columns(num_agents))
+    writer = csv.DictWriter(handle, fieldnames=columns)
     if not exists:
         writer.writeheader()
     return handle, writer
@@ -430,4 +434,4 @@ def _make_recorder(config, env, files):
         return None
     from .recorder import TrajectoryRecorder
 
-    return TrajectoryRecorder(files.trajectories, env, config)
+    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model == "influence")

@@ -70,9 +70,12 @@ def test_preset_paper(tmp_path):
     (["run", "--config", "/nonexistent/c.toml"], "cannot read config file"),
     (["run", "--resume", "/nonexistent/run"], "has no checkpoint.pt"),
     (["eval", "/nonexistent/run"], "no checkpoint at"),
-    (["run", "--model", "influence"], "'influence' is not one of"),
+    (["run", "--model", "telepathy"], "'telepathy' is not one of"),
+    (["run", "--model", "influence", "--agents", "2", "--influencers", "2"], "influencers must be between 1 and"),
+    (["run", "--divergence", "l2"], "'l2' is not one of"),
 ])
-def test_bad_options_exit_2(args, message):
+def test_bad_options_exit_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a test that wrongly passed validation would train here
     result = invoke(*args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -126,4 +129,22 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     with TrajectoryReader(out / "trajectories.h5") as reader:
         assert reader.num_episodes >= 1
     result = invoke("run", "--resume", str(out), "--steps", str((saved["update"] + 1) * 32))
+    assert result.exit_code == 0, result.output
+
+
+def test_influence_model_trains_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("run", *SMALL[:2], "--agents", "3", *SMALL[4:], "--model", "influence", "--influencers", "1",
+                    "--steps", "96", "--out", str(out), "--divergence", "jsd", "--influencee-reward",
+                    "--log-trajectories", "0", "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and float(rows[-1]["influence_agent_0"]) > 0
+    assert float(rows[-1]["influence_1_on_0"]) == 0.0  # influencees exert nothing
+    with TrajectoryReader(out / "trajectories.h5") as reader:
+        episode = reader.episode(0)
+        assert episode["influence"].shape == (20, 3) and episode["influence_pairs"].shape == (20, 3, 3)
+        assert (episode["influence_pairs"][:, 0, 1:] >= 0).all() and episode["influence_pairs"][:, 1:, :].sum() == 0
+    result = invoke("eval", str(out), "--episodes", "2", "--greedy")
     assert result.exit_code == 0, result.output

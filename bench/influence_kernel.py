@@ -1,0 +1,110 @@
+"""Cost of the influence reward: the batched counterfactual kernel vs rerunning the network.
+
+    python bench/influence_kernel.py            # N in {2, 5, 8}, CPU (and CUDA when present)
+
+For B envs and N agents (A = 9 actions, Cleanup), every agent listens to a one-hot block per
+influencer (the basic setting with one influencer, and the worst case where every agent
+influences every other). Timed, per step, without gradients:
+  forward: one forward pass of all N agents' networks (what acting costs);
+  kernel: counterfactual_logits + KL divergence over all counterfactuals, from the gate
+          pre-activations the forward pass has already computed;
+  naive: the whole network rerun once per counterfactual value (A passes per influencer).
+Goal: the kernel costs at most 30% of a forward pass. Writes bench/results/influence_kernel.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ssdinfluence.influence import counterfactual_logits, divergence
+from ssdinfluence.models import AgentNetworks
+
+A = 9
+
+
+def timed(fn, repeats):
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(N, B, influencers, device, repeats):
+    torch.manual_seed(0)
+    model = AgentNetworks(N, A, extra_size=influencers * A).to(device)
+    obs = torch.randint(0, 256, (B, N, 15, 15, 3), dtype=torch.uint8, device=device)
+    actual = torch.randint(0, A, (B, influencers), device=device)
+    extra = torch.nn.functional.one_hot(actual, A).float().reshape(1, B, -1).expand(N, B, -1).contiguous()
+    h, c = (torch.randn(N, B, 128, device=device) for _ in range(2))
+    start = torch.zeros(B, dtype=torch.bool, device=device)
+    speaker_logprobs = torch.log_softmax(torch.randn(influencers, B, A, device=device), -1)
+
+    def sync(fn):
+        def run():
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    @torch.no_grad()
+    def forward():
+        model.step(obs, extra, (h, c), start)
+
+    @torch.no_grad()
+    def kernel_only():
+        block = model.lstm.weight_ih[:, 32:].reshape(N, influencers, A, -1)
+        act = actual.T.unsqueeze(0).expand(N, influencers, B)
+        logits = counterfactual_logits(gates_x_cached, hh_cached, c, block, act, model.policy.weight, model.policy.bias)
+        divergence(logits, speaker_logprobs.transpose(1, 2).unsqueeze(0), act, "kl")
+
+    @torch.no_grad()
+    def naive():
+        for q in range(influencers):
+            for a in range(A):
+                changed = extra.clone()
+                changed[:, :, q * A:(q + 1) * A] = 0
+                changed[:, :, q * A + a] = 1
+                model.step(obs, changed, (h, c), start)
+
+    with torch.no_grad():
+        gates_x_cached = model.lstm_inputs(model.features(obs), extra)
+        hh_cached = torch.bmm(h, model.lstm.weight_hh)
+    t_forward = timed(sync(forward), repeats)
+    t_kernel = timed(sync(kernel_only), repeats)
+    t_naive = timed(sync(naive), max(1, repeats // 10))
+    return {"agents": N, "envs": B, "influencers": influencers, "device": str(device),
+            "forward_ms": 1e3 * t_forward, "kernel_ms": 1e3 * t_kernel, "naive_ms": 1e3 * t_naive,
+            "kernel_over_forward": t_kernel / t_forward, "naive_over_forward": t_naive / t_forward}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envs", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "influence_kernel.json"))
+    args = parser.parse_args()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    for device in devices:
+        for N in (2, 5, 8):
+            for influencers in sorted({1, N - 1}):
+                rows.append(measure(N, args.envs, influencers, device, args.repeats))
+    print(f"{'device':6} {'N':>2} {'infl':>4} {'forward ms':>10} {'kernel ms':>10} {'naive ms':>9} "
+          f"{'kernel/fwd':>10} {'naive/fwd':>9}")
+    for r in rows:
+        print(f"{r['device']:6} {r['agents']:2d} {r['influencers']:4d} {r['forward_ms']:10.2f} {r['kernel_ms']:10.2f} "
+              f"{r['naive_ms']:9.2f} {r['kernel_over_forward']:10.2f} {r['naive_over_forward']:9.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows}, indent=2))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Causal influence (Jaques et al. 2019, Eq. 1-2): every counterfactual in one batched call.
+
+The changed action (or message) enters a listener network as a one-hot block of its LSTM
+input, so its contribution to the gate pre-activations is one row of the input weights. The
+kernel removes the actual row once and adds each counterfactual row, then runs only the LSTM
+cell's element-wise part and the output head for all (block, counterfactual, sample) at once.
+Everything before the LSTM (conv, FC, the rest of the input, the recurrent term) is shared.
+
+Terms: a *listener* p is the network whose output we read (an influencee's policy, or an
+agent's model of other agents); a *block* q is the one-hot input whose value we vary (an
+influencer's action or message); K is the number of outcomes the head scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+DIVERGENCES = ("kl", "jsd", "pmi")
+
+
+def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias):
+    """Head logits of every listener under every value of every one-hot block.
+
+    Args:
+        gates_x: ``[P, M, G]`` input part of the gate pre-activations (bias included) with the
+            actual one-hots in place, G = 4H.
+        hh: ``[P, M, G]`` recurrent part, ``h_{t-1} @ W_hh``.
+        c_prev: ``[P, M, H]`` cell state before the step.
+        block_weight: ``[P, Q, A, G]`` the input-weight rows of each listener's Q blocks.
+        actual: ``[P, Q, M]`` int64, the value each block actually holds.
+        head_weight: ``[P, H, K]``; head_bias: ``[P, 1, K]``.
+    Returns:
+        ``[P, Q, A, M, K]`` float32: listener p's logits when block q holds value a.
+    """
+    P, Q, A, G = block_weight.shape
+    M, H = gates_x.shape[1], c_prev.shape[-1]
+    actual_rows = torch.gather(block_weight, 2, actual.unsqueeze(-1).expand(P, Q, M, G))  # [P, Q, M, G]
+    base = (gates_x + hh).unsqueeze(1) - actual_rows  # [P, Q, M, G]: block q left empty
+    gates = base.unsqueeze(2) + block_weight.unsqueeze(3)  # [P, Q, A, M, G]
+    i, f, g, o = gates.chunk(4, dim=-1)
+    if torch.is_grad_enabled():
+        c = torch.sigmoid(f) * c_prev[:, None, None] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+    else:  # the reward path: reuse the gates buffer, the cost is memory traffic, not FLOPs
+        i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+        c = f.mul_(c_prev[:, None, None]).addcmul_(i, g)
+        h = o.mul_(c.tanh_())
+    logits = torch.baddbmm(head_bias, h.reshape(P, Q * A * M, H), head_weight)
+    return logits.reshape(P, Q, A, M, -1)
+
+
+def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):
+    """Divergence between the outcome distribution at the actual value and the marginal.
+
+    Args:
+        cf_logits: ``[..., A, M, K]`` outcome logits for each counterfactual value a.
+        cf_logprobs: ``[..., A, M]`` log-probability the influencer gives each value a.
+        actual: ``[..., M]`` int64, the value actually taken.
+        kind: ``kl`` (KL(p(.|actual) || marginal)), ``jsd`` (Jensen-Shannon) or ``pmi``
+            (log p(taken | actual) / p(taken), at the outcome ``taken`` [..., M]).
+    Returns:
+        ``[..., M]`` float32, finite (log-space throughout, so underflow gives 0, not NaN).
+    """
+    logp = torch.log_softmax(cf_logits, dim=-1)  # [..., A, M, K]
+    index = actual.unsqueeze(-2).unsqueeze(-1).expand(*actual.shape[:-1], 1, actual.shape[-1], logp.shape[-1])
+    logp_actual = torch.gather(logp, -3, index).squeeze(-3)  # [..., M, K]
+    log_marginal = torch.logsumexp(logp + cf_logprobs.unsqueeze(-1), dim=-3)  # [..., M, K]
+    if kind == "kl":
+        value = _kl(logp_actual, log_marginal)
+    elif kind == "jsd":
+        log_mix = torch.logaddexp(logp_actual, log_marginal) - math.log(2.0)
+        value = 0.5 * _kl(logp_actual, log_mix) + 0.5 * _kl(log_marginal, log_mix)
+    elif kind == "pmi":
+        if taken is None:
+            raise ValueError("pmi needs the outcome actually taken")
+        pick = taken.unsqueeze(-1)
+        value = (logp_actual.gather(-1, pick) - log_marginal.gather(-1, pick)).squeeze(-1)
+    else:
+        raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCES)}")
+    return value
+
+
+def _kl(logp, logq):
+    """KL(p || q) over the last axis from log-probabilities, >= 0 and finite."""
+    terms = torch.where(logp > -float("inf"), logp.exp() * (logp - logq), torch.zeros_like(logp))
+    return terms.sum(-1).clamp(min=0.0)
+
+
+def influence_weight(step: int, weight: float, ramp_steps: int = 0, schedule: str = "linear") -> float:
+    """The influence reward's weight beta at env step ``step``.
+
+    ``linear``: the paper's curriculum, 0 -> ``weight`` over ``ramp_steps`` steps.
+    ``reference``: the open-source reference's piecewise schedule on top of the ramp,
+    multipliers [0, 0, 1, 0.5] at steps [0, 1e7, 1e8, 3e8], interpolated linearly.
+    """
+    ramp = 1.0 if ramp_steps <= 0 else min(step / ramp_steps, 1.0)
+    if schedule == "linear":
+        return weight * ramp
+    if schedule == "reference":
+        points, multipliers = (0.0, 1e7, 1e8, 3e8), (0.0, 0.0, 1.0, 0.5)
+        if step >= points[-1]:
+            return weight * ramp * multipliers[-1]
+        for (x0, y0), (x1, y1) in zip(zip(points, multipliers, strict=True), zip(points[1:], multipliers[1:], strict=True),
+                                      strict=False):
+            if x0 <= step < x1:
+                return weight * ramp * (y0 + (y1 - y0) * (step - x0) / (x1 - x0))
+    raise ValueError(f"unknown influence schedule {schedule!r}; choose linear or reference")

@@ -1,0 +1,133 @@
+"""The counterfactual kernel against a naive version that reruns the network A times, and the
+divergences on analytic toys."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ssdinfluence.influence import counterfactual_logits, divergence, influence_weight
+from ssdinfluence.models import AgentNetworks
+
+
+def naive_counterfactual_logits(model, obs, extra, state, blocks, fc_size=32):
+    """Rerun the whole network once per (block, value): ``[P, Q, A, M, K]`` policy logits."""
+    out = []
+    for offset, size in blocks:
+        per_value = []
+        for a in range(size):
+            changed = extra.clone()
+            changed[:, :, offset:offset + size] = 0.0
+            changed[:, :, offset + a] = 1.0
+            logits, _, _ = model.step(obs, changed, state, torch.zeros(obs.shape[0], dtype=torch.bool))
+            per_value.append(logits)  # [P, M, K]
+        out.append(torch.stack(per_value, dim=1))  # [P, A, M, K]
+    return torch.stack(out, dim=1)
+
+
+def kernel_logits(model, obs, extra, state, blocks, fc_size=32):
+    h, c = state
+    gates_x = model.lstm_inputs(model.features(obs), extra)
+    hh = torch.bmm(h, model.lstm.weight_hh)
+    weight = model.lstm.weight_ih  # [P, fc + E, G]
+    block_weight = torch.stack([weight[:, fc_size + off:fc_size + off + size] for off, size in blocks], dim=1)
+    actual = torch.stack([extra[:, :, off:off + size].argmax(-1) for off, size in blocks], dim=1)  # [P, Q, M]
+    return counterfactual_logits(gates_x, hh, c, block_weight, actual, model.policy.weight, model.policy.bias)
+
+
+@pytest.mark.parametrize("num_agents", [2, 5])
+def test_kernel_equals_rerunning_the_network(num_agents):
+    torch.manual_seed(0)
+    A, M = 9, 6
+    blocks = [(k * A, A) for k in range(num_agents)]  # one one-hot block per agent
+    model = AgentNetworks(num_agents, A, extra_size=num_agents * A)
+    obs = torch.randint(0, 256, (M, num_agents, 15, 15, 3), dtype=torch.uint8)
+    values = torch.randint(0, A, (num_agents, M, num_agents))
+    extra = torch.nn.functional.one_hot(values, A).float().reshape(num_agents, M, num_agents * A)
+    state = (torch.randn(num_agents, M, 128), torch.randn(num_agents, M, 128))
+    fast = kernel_logits(model, obs, extra, state, blocks)
+    slow = naive_counterfactual_logits(model, obs, extra, state, blocks)
+    assert fast.shape == (num_agents, num_agents, A, M, A)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    # gradients flow the same way through both
+    probe = torch.randn_like(fast)
+    parameters = list(model.parameters())
+    grads_fast = torch.autograd.grad((fast * probe).sum(), parameters, allow_unused=True)
+    grads_slow = torch.autograd.grad((slow * probe).sum(), parameters, allow_unused=True)
+    for p, gf, gs in zip(parameters, grads_fast, grads_slow, strict=True):
+        gf = torch.zeros_like(p) if gf is None else gf  # e.g. the value head: no gradient either way
+        gs = torch.zeros_like(p) if gs is None else gs
+        torch.testing.assert_close(gf, gs, atol=1e-5, rtol=1e-4)
+
+
+def toy(conditional, influencer_probs, actual):
+    """Listener logits from a table ``conditional[a~] = p(. | a~)`` (one listener, one block)."""
+    logits = torch.log(torch.tensor(conditional, dtype=torch.float64)).view(1, len(conditional), 1, -1)
+    logprobs = torch.log(torch.tensor(influencer_probs, dtype=torch.float64)).view(1, -1, 1)
+    return logits, logprobs, torch.tensor([[actual]])
+
+
+def test_a_listener_that_ignores_the_speaker_has_zero_influence():
+    logits, logprobs, actual = toy([[0.2, 0.8], [0.2, 0.8], [0.2, 0.8]], [0.5, 0.3, 0.2], 1)
+    for kind in ("kl", "jsd"):
+        assert divergence(logits, logprobs, actual, kind).item() == pytest.approx(0.0, abs=1e-12)
+    assert divergence(logits, logprobs, actual, "pmi", taken=torch.tensor([[0]])).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_copying_listener_has_the_known_kl():
+    # the listener copies the speaker's action: p(a^j | a~) = onehot(a~) (almost), speaker
+    # policy (0.5, 0.25, 0.25). Given a~ = 1 the conditional is onehot(1); the marginal is the
+    # speaker's policy, so KL = log(1 / 0.25) = log 4.
+    eps = 1e-12
+    cond = [[1 - 2 * eps, eps, eps], [eps, 1 - 2 * eps, eps], [eps, eps, 1 - 2 * eps]]
+    logits, logprobs, actual = toy(cond, [0.5, 0.25, 0.25], 1)
+    assert divergence(logits, logprobs, actual, "kl").item() == pytest.approx(math.log(4), rel=1e-6)
+    logits, logprobs, actual = toy(cond, [0.5, 0.25, 0.25], 0)
+    assert divergence(logits, logprobs, actual, "kl").item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_expected_kl_influence_is_the_mutual_information():
+    torch.manual_seed(1)
+    cond = torch.softmax(torch.randn(4, 3, dtype=torch.float64), -1)  # p(a^j | a~), 4 speaker actions
+    speaker = torch.softmax(torch.randn(4, dtype=torch.float64), -1)
+    logits = cond.log().view(1, 4, 1, 3).expand(4, 4, 1, 3)  # one row per actual action
+    actual = torch.arange(4).view(4, 1)
+    kl = divergence(logits, speaker.log().view(1, 4, 1).expand(4, 4, 1), actual, "kl").view(4)
+    joint = speaker[:, None] * cond
+    marginal = joint.sum(0)
+    mutual_information = (joint * (joint / (speaker[:, None] * marginal[None])).log()).sum()
+    assert (speaker * kl).sum().item() == pytest.approx(mutual_information.item(), rel=1e-9)
+
+
+def test_jsd_and_pmi_by_hand():
+    # two speaker actions with probability 1/2 each; p(.|0) = (1, 0), p(.|1) = (0, 1):
+    # marginal (1/2, 1/2); JSD(onehot, uniform) with M = (3/4, 1/4):
+    # 0.5 * log(1 / 0.75) + 0.5 * (0.5 log(0.5/0.75) + 0.5 log(0.5/0.25))
+    logits, logprobs, actual = toy([[1.0, 1e-300], [1e-300, 1.0]], [0.5, 0.5], 0)
+    expected = 0.5 * math.log(4 / 3) + 0.5 * (0.5 * math.log(2 / 3) + 0.5 * math.log(2))
+    assert divergence(logits, logprobs, actual, "jsd").item() == pytest.approx(expected, rel=1e-9)
+    # PMI of the taken outcome 0 given a~ = 0: log(1 / 0.5) = log 2
+    assert divergence(logits, logprobs, actual, "pmi", taken=torch.tensor([[0]])).item() == pytest.approx(math.log(2))
+
+
+def test_no_nan_or_inf_for_near_deterministic_policies():
+    logits = torch.tensor([[[[1e4, -1e4, 0.0]], [[-1e4, 1e4, -1e4]], [[0.0, -1e4, 1e4]]]])  # [1, 3, 1, 3]
+    logprobs = torch.log_softmax(torch.tensor([[[1e4], [-1e4], [0.0]]]).squeeze(-1), -1).view(1, 3, 1)
+    for actual in range(3):
+        for kind in ("kl", "jsd", "pmi"):
+            value = divergence(logits, logprobs, torch.tensor([[actual]]), kind, taken=torch.tensor([[1]]))
+            assert torch.isfinite(value).all(), (kind, actual, value)
+
+
+def test_influence_weight_schedules():
+    assert influence_weight(0, 2.0, ramp_steps=100) == 0.0
+    assert influence_weight(50, 2.0, ramp_steps=100) == 1.0
+    assert influence_weight(500, 2.0, ramp_steps=100) == 2.0
+    assert influence_weight(5e6, 2.0, schedule="reference") == 0.0
+    assert influence_weight(5.5e7, 2.0, schedule="reference") == pytest.approx(1.0)
+    assert influence_weight(2e8, 2.0, schedule="reference") == pytest.approx(1.5)
+    assert influence_weight(4e8, 2.0, schedule="reference") == 1.0
+    with pytest.raises(ValueError, match="unknown influence schedule"):
+        influence_weight(0, 1.0, schedule="cosine")

@@ -58,7 +58,8 @@ def main():
 @click.option("--env", type=click.Choice(ENV_NAMES), help="Game.  [default: cleanup]")
 @click.option("--agents", type=click.IntRange(1), help="Agents per env.  [default: 5]")
 @click.option("--model", type=click.Choice(MODELS),
-              help="baseline, visible (sees others' previous actions) or influence (basic social influence).")
+              help="baseline, visible (sees others' previous actions), influence (basic social influence), "
+                   "moa (influence through a model of other agents) or moa-baseline (the MOA as an auxiliary task).")
 @click.option("--algo", type=click.Choice(ALGOS), help="ppo or a2c.  [default: ppo]")
 @click.option("--steps", type=StepCount(), help="Total env steps, e.g. 5e6.  [default: 5e6]")
 @click.option("--num-envs", type=click.IntRange(1), help="Envs stepped together.  [default: 32]")
@@ -218,7 +219,9 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
     rows += [(f"agent_{k} return", result["returns"][:, k]) for k in range(config.agents)]
     rows += [(name, result[name]) for name in ("efficiency", "equality", "sustainability", "peace")]
     for name, values in rows:
-        table.add_row(name, f"{np.nanmean(values):.3f}", f"{np.nanstd(values):.3f}")
+        finite = values[np.isfinite(values)]  # equality and sustainability can be undefined (NaN)
+        table.add_row(name, f"{finite.mean():.3f}" if finite.size else "n/a",
+                      f"{finite.std():.3f}" if finite.size else "n/a")
     Console().print(table)
     if record:
         click.echo(f"episodes written to {record}")

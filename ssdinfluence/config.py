@@ -16,7 +16,7 @@ from .envs import ENV_NAMES, make
 from .influence import DIVERGENCES
 from .rewards import REWARD_TRANSFORMS
 
-MODELS = ("baseline", "visible", "influence")
+MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline")
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -55,6 +55,9 @@ class Config:
         influence_clip (0: no clip) and beta = influence_weight ramped up linearly over
         influence_ramp_steps env steps (influence_schedule ``reference``: times the reference's
         piecewise multipliers).
+    Model of other agents (``moa``, ``moa-baseline`` = the same with beta 0)
+        moa_loss_weight: weight of the MOA's cross-entropy; moa_visible_only: train it only on
+        the agents in view (the paper's best influence models; its MOA baseline trains always).
     """
 
     env: str = "cleanup"
@@ -99,6 +102,8 @@ class Config:
     influence_clip: float = 10.0
     influence_ramp_steps: int = 0
     influence_schedule: str = "linear"
+    moa_loss_weight: float = 1.0
+    moa_visible_only: bool = True
 
     @property
     def steps_per_update(self) -> int:
@@ -126,6 +131,16 @@ PAPER_PRESETS = {
     ("cleanup", "influence"): {"entropy_coef": 0.000248, "lr": 0.00107, "lr_end": 0.000042, "influence_weight": 0.146,
                                "influence_ramp_steps": 140_000_000, "influencers": 1, "divergence": "jsd",
                                "influencee_reward": True},
+    ("cleanup", "moa-baseline"): {"entropy_coef": 0.00176, "lr": 0.00123, "lr_end": 0.000012,
+                                  "moa_loss_weight": 1.312, "moa_visible_only": False},
+    ("harvest", "moa-baseline"): {"entropy_coef": 0.00495, "lr": 0.00206, "lr_end": 0.000022,
+                                  "moa_loss_weight": 1.711, "moa_visible_only": False},
+    ("cleanup", "moa"): {"entropy_coef": 0.00176, "lr": 0.00123, "lr_end": 0.000012, "influence_weight": 0.620,
+                         "influence_ramp_steps": 40_000_000, "moa_loss_weight": 15.007, "moa_visible_only": True,
+                         "divergence": "kl"},
+    ("harvest", "moa"): {"entropy_coef": 0.00223, "lr": 0.00120, "lr_end": 0.000044, "influence_weight": 2.521,
+                         "influence_ramp_steps": 226_000_000, "moa_loss_weight": 10.911, "moa_visible_only": True,
+                         "divergence": "kl"},
     ("harvest", "influence"): {"entropy_coef": 0.00025, "lr": 0.00107, "lr_end": 0.000042, "influence_weight": 0.224,
                                "influence_ramp_steps": 140_000_000, "influencers": 3, "divergence": "pmi",
                                "influencee_reward": False},
@@ -212,6 +227,8 @@ def validate(c: Config) -> None:
          f"unknown influence_schedule {c.influence_schedule!r}; choose linear or reference")
     need(c.model != "influence" or 1 <= c.influencers < c.agents,
          f"influencers must be between 1 and agents - 1 ({c.agents - 1}), got {c.influencers}")
+    need(not (c.model in ("moa", "moa-baseline") and c.divergence == "pmi"),
+         "the MOA models need divergence kl or jsd (pmi needs the influencee's next action)")
     need(c.influence_weight >= 0 and c.extrinsic_weight >= 0 and c.influence_clip >= 0,
          "influence_weight, extrinsic_weight and influence_clip must be >= 0")
     need(c.reward_transform in REWARD_TRANSFORMS,

@@ -38,8 +38,7 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file.
     """
     config, policy = load_policy(path, device)
-    model = policy.model
-    device = next(model.parameters()).device
+    device = next(policy.model.parameters()).device
     num_envs = num_envs or min(episodes, 16)
     env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
     B, N = env.num_envs, env.num_agents
@@ -52,14 +51,15 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     tracker = EpisodeTracker(B, N)
     generator = torch.Generator(device=device).manual_seed(seed)
     obs, info = env.reset()
-    state = model.initial_state(B, device)
+    state = policy.initial_state(B, device)
     start = torch.ones(B, dtype=torch.bool, device=device)
     results, steps = [], 0
     with torch.no_grad():
         while sum(len(r["returns"]) for r in results) < episodes:
             obs_t = torch.from_numpy(obs).to(device)
             prev = torch.from_numpy(info["prev_actions"]).long().to(device)
-            actions, _, _, state, influence, pairs = policy.act(obs_t, prev, state, start, generator, greedy)
+            visible = torch.from_numpy(info["visible"]).to(device)
+            actions, _, _, state, influence, pairs = policy.act(obs_t, prev, visible, state, start, generator, greedy)
             actions_np = actions.T.cpu().numpy()
             if recorder:
                 recorder.before_step(obs)

@@ -88,6 +88,14 @@ class AgentNetworks(nn.Module):
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Observation features, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, fc_size] float32``."""
+        return self.fc(self.conv(obs))
+
+    def fc(self, conv: torch.Tensor) -> torch.Tensor:
+        """The two FC layers, ``[N, M, C*13*13] -> [N, M, fc_size]``."""
+        return torch.tanh(self.fc2(torch.tanh(self.fc1(conv))))
+
+    def conv(self, obs: torch.Tensor) -> torch.Tensor:
+        """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, C*13*13] float32``."""
         M, N, height, width = obs.shape[:4]
         # Channels-last input ([M, 15, 15, N*3] in memory) makes the grouped conv about 1.7x
         # faster on CPU than NCHW; agent k's colour channels are input channels 3k..3k+2.
@@ -95,8 +103,7 @@ class AgentNetworks(nn.Module):
         x = F.conv2d(x.permute(0, 3, 1, 2), self.conv_weight, self.conv_bias, groups=N)
         # ReLU after the reshape to contiguous [M, N, C*13*13]: on the channels-last conv output
         # its backward takes a slow strided path.
-        x = F.relu(x.reshape(M, N, self.conv_features)).transpose(0, 1)  # [N, M, C*13*13]
-        return torch.tanh(self.fc2(torch.tanh(self.fc1(x))))
+        return F.relu(x.reshape(M, N, self.conv_features)).transpose(0, 1)  # [N, M, C*13*13]
 
     def lstm_inputs(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         """``[N, M, fc]`` and extra ``[N, M, E]`` -> input gates ``[N, M, 4H]``."""
@@ -141,22 +148,61 @@ class AgentNetworks(nn.Module):
         features = self.features(obs.reshape(T * B, *obs.shape[2:]))  # [N, T*B, fc], time-major
         extra = None if extra is None else extra.transpose(0, 1).reshape(N, T * B, -1)
         gates_x = self.lstm_inputs(features, extra).reshape(N, T, B, -1)
-        h, c = state
-        hs = []
-        # unbind once: indexing gates_x[:, t] per step would make each step's backward fill a
-        # full-size zero gradient (quadratic in T).
-        for t, gates_t in enumerate(gates_x.unbind(1)):
-            h, c = reset_state((h, c), episode_start[t])
-            h, c = self.lstm.cell(gates_t, h, c)
-            hs.append(h)
-        hidden = torch.stack(hs, dim=1)  # [N, T, B, H]
+        hidden, (h, c) = run_lstm(self.lstm, gates_x, state, episode_start)  # [N, T, B, H]
         logits, values = self.heads(hidden.reshape(N, T * B, -1))
         logits = logits.reshape(N, T, B, -1).transpose(0, 1)
         values = values.reshape(N, T, B).transpose(0, 1)
         return logits, values, (h, c)
 
 
+def run_lstm(lstm: BatchedLSTM, gates_x, state, episode_start):
+    """Unroll ``lstm`` over input gates ``[N, T, B, 4H]`` from ``state`` ((h, c), [N, B, H] each),
+    zeroing the state before steps where ``episode_start [T, B]`` is set.
+    Returns the hidden states ``[N, T, B, H]`` and the final state."""
+    h, c = state
+    hs = []
+    # unbind once: indexing gates_x[:, t] per step would make each step's backward fill a
+    # full-size zero gradient (quadratic in T).
+    for t, gates_t in enumerate(gates_x.unbind(1)):
+        h, c = reset_state((h, c), episode_start[t])
+        h, c = lstm.cell(gates_t, h, c)
+        hs.append(h)
+    return torch.stack(hs, dim=1), (h, c)
+
+
 def reset_state(state, episode_start):
     """Zero the state ``(h, c)`` ([N, B, H] each) of envs where ``episode_start`` [B] is set."""
     keep = (~episode_start).to(state[0].dtype).view(1, -1, 1)
     return state[0] * keep, state[1] * keep
+
+
+class ModelOfOtherAgents(nn.Module):
+    """Each agent's second branch: own FC layers and LSTM on the shared conv features, with
+    every agent's action at t (one-hot) in the LSTM input, predicting every agent's action at
+    t + 1: ``logits [N (predictor), M, N (predicted), A]``.
+    """
+
+    def __init__(self, num_agents: int, num_actions: int, conv_features: int, fc_size: int = 32,
+                 lstm_size: int = 128):
+        super().__init__()
+        self.num_agents, self.num_actions, self.fc_size, self.lstm_size = num_agents, num_actions, fc_size, lstm_size
+        self.fc1 = BatchedLinear(num_agents, conv_features, fc_size)
+        self.fc2 = BatchedLinear(num_agents, fc_size, fc_size)
+        self.lstm = BatchedLSTM(num_agents, fc_size + num_agents * num_actions, lstm_size)
+        self.head = BatchedLinear(num_agents, lstm_size, num_agents * num_actions)
+
+    def input_gates(self, conv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``conv [N, M, C*13*13]``, ``actions [M, N]`` int64 -> gates ``[N, M, 4H]``."""
+        x = torch.tanh(self.fc2(torch.tanh(self.fc1(conv))))
+        one_hot = F.one_hot(actions, self.num_actions).float().flatten(1)  # [M, N*A]
+        return self.lstm.input_gates(torch.cat([x, one_hot.unsqueeze(0).expand(self.num_agents, -1, -1)], -1))
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        """``h [N, M, H] -> logits [N, M, N, A]``."""
+        return self.head(h).unflatten(-1, (self.num_agents, self.num_actions))
+
+    def action_block_weight(self) -> torch.Tensor:
+        """Each predictor's input rows for its own action: ``[N, 1, A, 4H]`` (for the kernel)."""
+        rows = self.lstm.weight_ih[:, self.fc_size:].unflatten(1, (self.num_agents, self.num_actions))
+        index = torch.arange(self.num_agents, device=rows.device)
+        return rows[index, index].unsqueeze(1)

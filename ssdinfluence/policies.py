@@ -1,23 +1,29 @@
 """How each model acts in the rollout and is re-evaluated in the update.
 
-A policy wraps :class:`~ssdinfluence.models.AgentNetworks` with what its model needs in the
-LSTM input and, for the influence models, the causal influence reward. The trainer calls:
+A policy wraps the networks (``policy.model``, an ``nn.Module`` holding every trained
+parameter, all with a leading agent axis) with what its model needs in the LSTM input and,
+for the influence models, the causal influence reward. The trainer calls:
 
-* ``act(obs, prev_actions, state, episode_start, sampler, greedy=False)`` once per step (no gradients):
-  actions, their log-probabilities and values ``[N, B]``, the new LSTM state, and
-  ``influence`` ``[B, N]`` / ``influence_pairs`` ``[B, N, N]`` (``pairs[b, k, j]``: k's
+* ``initial_state(B, device)``: a tuple of LSTM state tensors ``[N, B, H]``;
+* ``act(obs, prev_actions, visible, state, episode_start, sampler, greedy=False)`` once per
+  step, without gradients: actions, their log-probabilities and values ``[N, B]``, the new
+  state, and ``influence [B, N]`` / ``influence_pairs [B, N, N]`` (``pairs[b, k, j]``: k's
   influence on j) for the influence models, else None;
-* ``sequence(obs, prev_actions, actions, state, episode_start)`` in the update: logits
-  ``[T, N, B, A]`` and values ``[T, N, B]`` for stored rollout chunks ``[T, B, ...]``.
+* ``values(obs, prev_actions, state, episode_start)``: V(s) ``[N, B]`` for bootstrapping;
+* ``sequence(batch, state)`` in the update, on stored chunks ``[T, B, ...]`` (``obs``,
+  ``prev_actions``, ``actions``, ``next_actions``, ``next_valid``, ``visible``,
+  ``episode_start``): logits ``[T, N, B, A]``, values ``[T, N, B]`` and ``aux``: None or a dict
+  with an extra ``loss`` (already weighted) and metrics.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from .influence import counterfactual_logits, divergence
-from .models import AgentNetworks, reset_state
+from .models import AgentNetworks, ModelOfOtherAgents, reset_state, run_lstm
 
 
 def sample(logits, sampler, greedy: bool = False):
@@ -41,11 +47,11 @@ class IndependentPolicies:
         self.visible = visible
         others = [[j for j in range(num_agents) if j != k] for k in range(num_agents)]
         self.others = torch.tensor(others, dtype=torch.long, device=device).reshape(num_agents, num_agents - 1)
-        self.model = AgentNetworks(num_agents, num_actions, extra_size=self.extra_size).to(device)
+        extra_size = (num_agents - 1) * num_actions if visible else 0
+        self.model = AgentNetworks(num_agents, num_actions, extra_size=extra_size).to(device)
 
-    @property
-    def extra_size(self) -> int:
-        return (self.num_agents - 1) * self.num_actions if self.visible else 0
+    def initial_state(self, batch, device):
+        return self.model.initial_state(batch, device)
 
     def extra(self, prev_actions):
         """``prev_actions [M, N] -> [N, M, E]`` or None."""
@@ -55,21 +61,20 @@ class IndependentPolicies:
         return one_hot[:, self.others].flatten(2).transpose(0, 1)
 
     def values(self, obs, prev_actions, state, episode_start):
-        """V(s) ``[N, B]`` for bootstrapping, without sampling."""
         return self.model.step(obs, self.extra(prev_actions), state, episode_start)[1]
 
-    def act(self, obs, prev_actions, state, episode_start, sampler, greedy=False):
+    def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         logits, values, state = self.model.step(obs, self.extra(prev_actions), state, episode_start)
         actions, logprobs = sample(logits, sampler, greedy)
         return actions, logprobs, values, state, None, None
 
-    def sequence(self, obs, prev_actions, actions, state, episode_start):
-        T, B, N = prev_actions.shape
-        extra = self.extra(prev_actions.reshape(T * B, N))
+    def sequence(self, batch, state):
+        T, B, N = batch["prev_actions"].shape
+        extra = self.extra(batch["prev_actions"].reshape(T * B, N))
         if extra is not None:
             extra = extra.reshape(N, T, B, -1).transpose(0, 1)  # [T, N, B, E]
-        logits, values, _ = self.model.sequence(obs, extra, state, episode_start)
-        return logits, values
+        logits, values, _ = self.model.sequence(batch["obs"], extra, state, batch["episode_start"])
+        return logits, values, None
 
 
 class BasicInfluence:
@@ -92,11 +97,13 @@ class BasicInfluence:
         self.listens = torch.zeros(num_agents, 1, 1, device=device)
         self.listens[influencers:] = 1.0  # influencers' own block stays empty
 
+    def initial_state(self, batch, device):
+        return self.model.initial_state(batch, device)
+
     def values(self, obs, prev_actions, state, episode_start):
-        """V(s) ``[N, B]`` for bootstrapping: the influencers' actions of the next step are not
-        drawn yet, so the influencees' values are read with the influencer block empty."""
-        N, B = obs.shape[1], obs.shape[0]
-        empty = torch.zeros(N, B, self.model.extra_size, device=obs.device)
+        """The influencers' actions of the next step are not drawn yet, so the influencees'
+        bootstrap values are read with the influencer block empty."""
+        empty = torch.zeros(self.num_agents, obs.shape[0], self.model.extra_size, device=obs.device)
         return self.model.step(obs, empty, state, episode_start)[1]
 
     def extra(self, actions):
@@ -104,15 +111,14 @@ class BasicInfluence:
         one_hot = F.one_hot(actions[:, :self.m], self.num_actions).float().flatten(1)  # [M, m*A]
         return one_hot.unsqueeze(0) * self.listens
 
-    def act(self, obs, prev_actions, state, episode_start, sampler, greedy=False):
+    def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         model, m = self.model, self.m
         h, c = reset_state(state, episode_start)
         features = model.features(obs)  # [N, B, fc]
         N, B = features.shape[:2]
         # 1. influencers act (their influencer block is always empty)
         gates_empty = model.lstm_inputs(features, torch.zeros(N, B, model.extra_size, device=obs.device))
-        h_first, c_first = model.lstm.cell(gates_empty, h, c)
-        first_logits, first_values = model.heads(h_first)
+        first_logits, _ = model.heads(model.lstm.cell(gates_empty, h, c)[0])
         influencer_actions, _ = sample(first_logits[:m], sampler, greedy)  # [m, B]
         # 2. influencees see the influencers' actions of this step
         actions_so_far = torch.zeros(B, N, dtype=torch.long, device=obs.device)
@@ -142,11 +148,105 @@ class BasicInfluence:
             influence = influence + pairs.sum(1)  # influencees also get what they felt
         return actions, logprobs, values, (h_new, c_new), influence, pairs
 
-    def sequence(self, obs, prev_actions, actions, state, episode_start):
-        T, B, N = actions.shape
-        extra = self.extra(actions.reshape(T * B, N)).reshape(N, T, B, -1).transpose(0, 1)
-        logits, values, _ = self.model.sequence(obs, extra, state, episode_start)
-        return logits, values
+    def sequence(self, batch, state):
+        T, B, N = batch["actions"].shape
+        extra = self.extra(batch["actions"].reshape(T * B, N)).reshape(N, T, B, -1).transpose(0, 1)
+        logits, values, _ = self.model.sequence(batch["obs"], extra, state, batch["episode_start"])
+        return logits, values, None
+
+
+class _MOANetworks(nn.Module):
+    def __init__(self, num_agents, num_actions):
+        super().__init__()
+        self.agents = AgentNetworks(num_agents, num_actions)
+        self.moa = ModelOfOtherAgents(num_agents, num_actions, self.agents.conv_features)
+
+
+class ModelOfOtherAgentsInfluence:
+    """The decentralised setting: each agent's own model of the other agents (MOA) predicts
+    their next actions from its view and everyone's current actions; k's influence on j is the
+    divergence between the MOA's prediction given k's actual action and the prediction
+    marginalised over k's counterfactual actions, for j in k's view (Eq. 1 via the MOA).
+
+    The reward belongs to the action at t (the MOA reads a_t and predicts a_{t+1}), so no
+    shift is needed. The MOA is trained by cross-entropy on the actions the others actually
+    took next (only for those in view if ``visible_only``), with weight ``loss_weight``.
+    ``moa-baseline`` is the same with the influence weight at 0 (the MOA as an auxiliary task).
+    """
+
+    influence = True
+
+    def __init__(self, num_agents: int, num_actions: int, kind: str, loss_weight: float, visible_only: bool, device):
+        if kind == "pmi":
+            raise ValueError("the MOA models need kl or jsd: pmi needs the influencee's next action, not known yet")
+        self.num_agents, self.num_actions = num_agents, num_actions
+        self.kind, self.loss_weight, self.visible_only = kind, loss_weight, visible_only
+        self.model = _MOANetworks(num_agents, num_actions).to(device)
+        self.not_self = ~torch.eye(num_agents, dtype=torch.bool, device=device)
+
+    def initial_state(self, batch, device):
+        return (*self.model.agents.initial_state(batch, device), *self.model.agents.initial_state(batch, device))
+
+    def values(self, obs, prev_actions, state, episode_start):
+        return self.model.agents.step(obs, None, state[:2], episode_start)[1]
+
+    def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
+        agents, moa = self.model.agents, self.model.moa
+        h, c, moa_h, moa_c = reset_state(state[:2], episode_start) + reset_state(state[2:], episode_start)
+        conv = agents.conv(obs)  # [N, B, F], shared by both branches
+        h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc(conv), None), h, c)
+        logits, values = agents.heads(h_new)
+        actions, logprobs = sample(logits, sampler, greedy)  # [N, B]
+        B, N, A = obs.shape[0], self.num_agents, self.num_actions
+        moa_gates = moa.input_gates(conv, actions.T)  # [N, B, 4H], with a_t of every agent
+        moa_h_new, moa_c_new = moa.lstm.cell(moa_gates, moa_h, moa_c)
+        # counterfactuals of each agent's own action in its own MOA
+        cf = counterfactual_logits(moa_gates, torch.bmm(moa_h, moa.lstm.weight_hh), moa_c, moa.action_block_weight(),
+                                   actions.unsqueeze(1), moa.head.weight, moa.head.bias)  # [N_k, 1, A, B, N*A]
+        cf = cf.squeeze(1).unflatten(-1, (N, A)).permute(0, 3, 1, 2, 4)  # [N_k, N_j, A~, B, A]
+        speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1).expand(N, N, A, B)
+        felt = divergence(cf, speaker, actions.unsqueeze(1).expand(N, N, B), self.kind)  # [N_k, N_j, B]
+        counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
+        pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
+        return actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs
+
+    def sequence(self, batch, state):
+        agents, moa = self.model.agents, self.model.moa
+        obs, starts = batch["obs"], batch["episode_start"]
+        T, B, N = batch["actions"].shape
+        conv = agents.conv(obs.reshape(T * B, *obs.shape[2:]))  # [N, T*B, F]
+        gates_x = agents.lstm_inputs(agents.fc(conv), None).reshape(N, T, B, -1)
+        hidden, _ = run_lstm(agents.lstm, gates_x, state[:2], starts)
+        logits, values = agents.heads(hidden.reshape(N, T * B, -1))
+        logits = logits.reshape(N, T, B, -1).transpose(0, 1)
+        values = values.reshape(N, T, B).transpose(0, 1)
+        # the MOA: predictions at t of everyone's action at t + 1
+        moa_gates = moa.input_gates(conv, batch["actions"].reshape(T * B, N)).reshape(N, T, B, -1)
+        moa_hidden, _ = run_lstm(moa.lstm, moa_gates, state[2:], starts)
+        predicted = moa.predict(moa_hidden.reshape(N, T * B, -1))  # [N_k, T*B, N_j, A]
+        loss, accuracy = self.moa_loss(predicted, batch["next_actions"].reshape(T * B, N),
+                                       batch["next_valid"].reshape(T * B), batch["visible"].reshape(T * B, N, N))
+        return logits, values, {"loss": self.loss_weight * loss, "moa_loss": loss.item(), "moa_accuracy": accuracy}
+
+    def moa_loss(self, predicted, next_actions, next_valid, visible):
+        """Cross-entropy of each MOA on the others' actual next actions.
+
+        ``predicted [N_k, M, N_j, A]``, ``next_actions [M, N]``, ``next_valid [M]`` (False at
+        episode ends and the rollout's last step), ``visible [M, N_k, N_j]``. Mean per agent,
+        summed over agents. Returns the loss and the accuracy (a float).
+        """
+        N = self.num_agents
+        target = next_actions.unsqueeze(0).expand(N, -1, -1)  # [N_k, M, N_j]
+        ce = F.cross_entropy(predicted.permute(0, 3, 1, 2), target, reduction="none")  # [N_k, M, N_j]
+        mask = next_valid.view(1, -1, 1) & self.not_self.unsqueeze(1)
+        if self.visible_only:
+            mask = mask & visible.permute(1, 0, 2)
+        weights = mask.float()
+        per_agent = (ce * weights).sum((1, 2)) / weights.sum((1, 2)).clamp(min=1.0)
+        with torch.no_grad():
+            correct = ((predicted.argmax(-1) == target).float() * weights).sum()
+            accuracy = (correct / weights.sum().clamp(min=1.0)).item()
+        return per_agent.sum(), accuracy
 
 
 def make_policies(config, num_actions: int, device):
@@ -155,4 +255,7 @@ def make_policies(config, num_actions: int, device):
     if config.model == "influence":
         return BasicInfluence(config.agents, num_actions, config.influencers, config.divergence,
                               config.influencee_reward, device)
+    if config.model in ("moa", "moa-baseline"):
+        return ModelOfOtherAgentsInfluence(config.agents, num_actions, config.divergence, config.moa_loss_weight,
+                                           config.moa_visible_only, device)
     raise ValueError(f"unknown model {config.model!r}")

@@ -7,7 +7,8 @@ Tensor names and shapes (T rollout steps, B envs, N agents, A actions, L BPTT le
 ``obs_buf [T, B, N, 15, 15, 3] uint8``, ``actions_buf [T, B, N] int64``, ``logprob_buf``,
 ``value_buf``, ``reward_buf`` ``[T, B, N] float32``, ``start_buf [T, B] bool`` (step t opens an
 episode: the LSTM state is zeroed before it), ``done_buf [T, B] bool`` (step t ended one),
-``h0_buf``/``c0_buf [T // L, N, B, H]``: the LSTM state at each BPTT chunk start.
+``visible_buf [T, B, N, N] bool``, ``state_bufs``: each LSTM state tensor at every BPTT chunk
+start, ``[T // L, N, B, H]``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .policies import make_policies
 from .rewards import make_reward_transform
 
 SOCIAL = ("efficiency", "equality", "sustainability", "peace")
+INFLUENCE_MODELS = ("influence", "moa", "moa-baseline")
 TIMERS = ("env", "forward", "backward", "logging")
 
 
@@ -141,13 +143,13 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     logprob_buf, value_buf, reward_buf = (torch.zeros((T, B, N), device=device) for _ in range(3))
     start_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
     done_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
-    h0_buf = torch.zeros((T // L, N, B, model.lstm_size), device=device)
-    c0_buf = torch.zeros_like(h0_buf)
+    visible_buf = torch.zeros((T, B, N, N), dtype=torch.bool, device=device)
     staging = _Staging(env, device)
 
     # --- state carried from update to update ----------------------------------------------
     obs, info = env.reset()
-    lstm_state = model.initial_state(B, device)
+    lstm_state = policy.initial_state(B, device)
+    state_bufs = [torch.zeros((T // L,) + tuple(x.shape), device=device) for x in lstm_state]
     episode_start = np.ones(B, dtype=bool)
     update, env_steps = 0, 0
     if resume:
@@ -157,7 +159,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
         sampler.set_state(saved["sampler"].to(sampler.device) if device.type == "cpu" else saved["sampler"].cpu())
         env.set_state(checkpoint.from_storable(saved["env_state"]))
         obs, info = env.observe()
-        lstm_state = (saved["lstm_h"].to(device), saved["lstm_c"].to(device))
+        lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
         episode_start = saved["episode_start"].numpy().copy()
         tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
         reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
@@ -165,7 +167,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
         if recorder:
             recorder.resume(saved["recorder"], update)
         _truncate_metrics(files.metrics, update)
-    metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, policy.influence), append=resume)
+    metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, config.model), append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
@@ -183,8 +185,8 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 finished = []
-                beta = influence_weight(env_steps, config.influence_weight, config.influence_ramp_steps,
-                                        config.influence_schedule) if policy.influence else 0.0
+                beta = 0.0 if config.model == "moa-baseline" or not policy.influence else influence_weight(
+                    env_steps, config.influence_weight, config.influence_ramp_steps, config.influence_schedule)
                 influence_sum = torch.zeros(N, device=device)
                 pairs_sum = torch.zeros(N, N, device=device)
 
@@ -193,10 +195,12 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                     for t in range(T):
                         tic = time.perf_counter()
                         if t % L == 0:
-                            h0_buf[t // L], c0_buf[t // L] = lstm_state
+                            for buf, x in zip(state_bufs, lstm_state, strict=True):
+                                buf[t // L] = x
                         obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
+                        visible_buf[t] = visible_t = staging.visibility(info["visible"])
                         actions, logprobs, value, lstm_state, influence, pairs = policy.act(
-                            obs_t, prev_t, lstm_state, start_t, sampler)
+                            obs_t, prev_t, visible_t, lstm_state, start_t, sampler)
                         obs_buf[t], prev_actions_buf[t], start_buf[t] = obs_t, prev_t, start_t
                         actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
                         actions_np = actions.T.cpu().numpy()
@@ -239,8 +243,10 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
                 # --- 3. update ----------------------------------------------------------------
                 tic = time.perf_counter()
-                losses = _update(config, policy, optimizer, sampler, obs_buf, actions_buf,
-                                 prev_actions_buf, logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf)
+                rollout = {"obs": obs_buf, "prev_actions": prev_actions_buf, "actions": actions_buf,
+                           "episode_start": start_buf, "visible": visible_buf, "old_logprobs": logprob_buf,
+                           "advantages": advantages, "returns": returns, **_next_actions(actions_buf, done_buf)}
+                losses = _update(config, policy, optimizer, sampler, rollout, state_bufs)
                 timers["backward"] += time.perf_counter() - tic
                 update += 1
 
@@ -268,46 +274,55 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     return TrainResult(files.root, update, env_steps, stopped_early, row)
 
 
-def _update(config, policy, optimizer, sampler, obs_buf, actions_buf, prev_actions_buf,
-            logprob_buf, advantages, returns, start_buf, h0_buf, c0_buf):
+def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
     """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them.
 
     The rollout [T, B] is cut into S = (T / L) * B sequences of L steps; sequence s = c * B + b
-    is chunk c of env b and starts from the stored LSTM state ``h0_buf[c][:, b]``.
+    is chunk c of env b and starts from the stored LSTM states ``state_bufs[i][c][:, b]``.
     """
-    T, B, N = actions_buf.shape
+    T, B, N = rollout["actions"].shape
     L = config.bptt_length
     C = T // L
 
     def chunks(x):  # [T, B, ...] -> [L, S, ...]
         return x.reshape(C, L, B, *x.shape[2:]).transpose(0, 1).reshape(L, C * B, *x.shape[2:])
 
-    obs, actions, prev = chunks(obs_buf), chunks(actions_buf), chunks(prev_actions_buf)
-    old_logprobs, adv, ret, starts = chunks(logprob_buf), chunks(advantages), chunks(returns), chunks(start_buf)
-    h0 = h0_buf.permute(1, 0, 2, 3).reshape(N, C * B, -1)  # [N, S, H]
-    c0 = c0_buf.permute(1, 0, 2, 3).reshape(N, C * B, -1)
+    batch = {key: chunks(value) for key, value in rollout.items()}
+    states = [buf.permute(1, 0, 2, 3).reshape(N, C * B, -1) for buf in state_bufs]  # [N, S, H] each
     ppo = config.algo == "ppo"
     epochs, minibatches = (config.ppo_epochs, config.ppo_minibatches) if ppo else (1, 1)
-    S = C * B
     totals, count = {}, 0
     for _ in range(epochs):
-        order = torch.randperm(S, generator=sampler, device=sampler.device).to(obs.device)
+        order = torch.randperm(C * B, generator=sampler, device=sampler.device).to(batch["obs"].device)
         for mb in order.chunk(minibatches):
-            logits, values = policy.sequence(obs[:, mb], prev[:, mb], actions[:, mb], (h0[:, mb], c0[:, mb]),
-                                             starts[:, mb])
-            mb_adv = normalise_per_agent(adv[:, mb]) if config.normalise_advantages else adv[:, mb]
-            terms = policy_loss_terms(logits.permute(0, 2, 1, 3), actions[:, mb], old_logprobs[:, mb], mb_adv,
-                                      ret[:, mb], values.transpose(1, 2), clip=config.ppo_clip if ppo else None,
+            part = {key: value[:, mb] for key, value in batch.items()}
+            logits, values, aux = policy.sequence(part, tuple(x[:, mb] for x in states))
+            adv = normalise_per_agent(part["advantages"]) if config.normalise_advantages else part["advantages"]
+            terms = policy_loss_terms(logits.permute(0, 2, 1, 3), part["actions"], part["old_logprobs"], adv,
+                                      part["returns"], values.transpose(1, 2), clip=config.ppo_clip if ppo else None,
                                       value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+            loss = terms.loss if aux is None else terms.loss + aux["loss"]
             optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
+            loss.backward()
             norms = clip_grad_norm_per_agent(list(policy.model.parameters()), N, config.max_grad_norm)
             optimizer.step()
             for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 totals[name] = totals.get(name, 0.0) + getattr(terms, name).item()
             totals["grad_norm"] = totals.get("grad_norm", 0.0) + norms.mean().item()
+            for name, value in (aux or {}).items():
+                if name != "loss":
+                    totals[name] = totals.get(name, 0.0) + value
             count += 1
     return {k: v / count for k, v in totals.items()}
+
+
+def _next_actions(actions_buf, done_buf):
+    """Targets for models of other agents: the action at t + 1 of every agent, ``[T, B, N]``,
+    valid (``[T, B]``) where step t did not end an episode and t + 1 is in this rollout."""
+    next_actions = torch.roll(actions_buf, -1, dims=0)
+    next_valid = ~done_buf.clone()
+    next_valid[-1] = False
+    return {"next_actions": next_actions, "next_valid": next_valid}
 
 
 class _Staging:
@@ -322,6 +337,7 @@ class _Staging:
         self.start = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
         self.vec = torch.zeros((B, N), dtype=torch.float32, pin_memory=pin)
         self.flag = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
+        self.visible = torch.zeros((B, N, N), dtype=torch.bool, pin_memory=pin)
 
     def _to(self, host, array):
         host.copy_(torch.from_numpy(np.asarray(array)))
@@ -336,6 +352,9 @@ class _Staging:
     def flags(self, flags):
         return self._to(self.flag, flags)
 
+    def visibility(self, visible):
+        return self._to(self.visible, visible)
+
 
 def _transform_params(config: Config) -> dict:
     if config.reward_transform == "prosocial":
@@ -346,15 +365,16 @@ def _transform_params(config: Config) -> dict:
     return {}
 
 
-def metric_columns(num_agents: int, influence: bool = False) -> list[str]:
+def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
     extra = []
-    if influence:
+    if model in INFLUENCE_MODELS:
         extra = (["influence_weight"] + [f"influence_agent_{k}" for k in range(num_agents)]
                  + [f"influence_{k}_on_{j}" for k in range(num_agents) for j in range(num_agents) if j != k])
     return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
             + [f"return_agent_{k}" for k in range(num_agents)] + list(SOCIAL)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
-            + [f"{name}_s" for name in TIMERS] + extra)
+            + [f"{name}_s" for name in TIMERS] + extra
+            + (["moa_loss", "moa_accuracy"] if model in ("moa", "moa-baseline") else []))
 
 
 def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:
@@ -420,8 +440,7 @@ def _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, 
         "optimizer": optimizer.state_dict(),
         "sampler": sampler.get_state(),
         "env_state": checkpoint.to_storable(env.get_state()),
-        "lstm_h": lstm_state[0].cpu(),
-        "lstm_c": lstm_state[1].cpu(),
+        "lstm_state": [x.cpu() for x in lstm_state],
         "episode_start": torch.from_numpy(episode_start.copy()),
         "tracker": checkpoint.to_storable(tracker.state_dict()),
         "reward_transform": checkpoint.to_storable(reward_transform.state_dict()),
@@ -434,4 +453,4 @@ def _make_recorder(config, env, files):
         return None
     from .recorder import TrajectoryRecorder
 
-    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model == "influence")
+    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model in INFLUENCE_MODELS)

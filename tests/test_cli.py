@@ -148,3 +148,19 @@ def test_influence_model_trains_end_to_end(tmp_path):
         assert (episode["influence_pairs"][:, 0, 1:] >= 0).all() and episode["influence_pairs"][:, 1:, :].sum() == 0
     result = invoke("eval", str(out), "--episodes", "2", "--greedy")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("model", ["moa", "moa-baseline"])
+def test_moa_models_train_end_to_end(tmp_path, model):
+    out = tmp_path / "run"
+    result = invoke("run", *SMALL[:2], "--agents", "3", *SMALL[4:], "--model", model, "--steps", "96",
+                    "--out", str(out), "--log-trajectories", "0", "--log-every", "1", "--influence-weight", "0.5")
+    assert result.exit_code == 0, result.output
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert float(rows[-1]["moa_loss"]) > 0 and 0 <= float(rows[-1]["moa_accuracy"]) <= 1
+    assert float(rows[-1]["influence_weight"]) == (0.0 if model == "moa-baseline" else 0.5)
+    with TrajectoryReader(out / "trajectories.h5") as reader:
+        assert reader.episode(0)["influence_pairs"].shape == (20, 3, 3)
+    assert invoke("eval", str(out), "--episodes", "2").exit_code == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssdinfluence.policies import BasicInfluence
+from ssdinfluence.influence import divergence
+from ssdinfluence.policies import BasicInfluence, ModelOfOtherAgentsInfluence
+from ssdinfluence.train import _next_actions
 
 N, A, B, M_INFL = 4, 9, 6, 2
 
@@ -39,7 +41,7 @@ def test_influence_reward_matches_a_naive_recomputation(kind):
     start = torch.zeros(B, dtype=torch.bool)
     sampler = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        actions, logprobs, values, _, influence, pairs = policy.act(obs, None, state, start, sampler)
+        actions, logprobs, values, _, influence, pairs = policy.act(obs, None, None, state, start, sampler)
         # the influencers' policies, read with their (always empty) influencer block
         empty = torch.zeros(N, B, policy.model.extra_size)
         speaker = torch.softmax(policy.model.step(obs, empty, state, start)[0], -1)  # [N, B, A]
@@ -77,7 +79,7 @@ def test_influencee_reward_adds_what_was_felt():
     policy, obs, state = setup_policy(influencee_reward=True)
     start = torch.zeros(B, dtype=torch.bool)
     with torch.no_grad():
-        _, _, _, _, influence, pairs = policy.act(obs, None, state, start, torch.Generator().manual_seed(5))
+        _, _, _, _, influence, pairs = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
     torch.testing.assert_close(influence, pairs.sum(2) + pairs.sum(1))
 
 
@@ -85,8 +87,102 @@ def test_sequence_reproduces_the_rollout_policies():
     policy, obs, state = setup_policy()
     start = torch.zeros(B, dtype=torch.bool)
     with torch.no_grad():
-        actions, logprobs, values, _, _, _ = policy.act(obs, None, state, start, torch.Generator().manual_seed(5))
-        logits, seq_values = policy.sequence(obs.unsqueeze(0), None, actions.T.unsqueeze(0), state, start.unsqueeze(0))
+        actions, logprobs, values, _, _, _ = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
+        batch = {"obs": obs.unsqueeze(0), "actions": actions.T.unsqueeze(0), "episode_start": start.unsqueeze(0)}
+        logits, seq_values, _ = policy.sequence(batch, state)
     seq_logprobs = torch.log_softmax(logits[0], -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(seq_logprobs, logprobs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(seq_values[0], values, atol=1e-5, rtol=1e-5)
+
+
+def setup_moa(visible_only=True, kind="kl"):
+    torch.manual_seed(1)
+    policy = ModelOfOtherAgentsInfluence(N, A, kind=kind, loss_weight=1.0, visible_only=visible_only, device="cpu")
+    obs = torch.randint(0, 256, (B, N, 15, 15, 3), dtype=torch.uint8)
+    state = tuple(torch.randn(N, B, 128) for _ in range(4))
+    return policy, obs, state
+
+
+def test_moa_influence_matches_rerunning_the_moa():
+    policy, obs, state = setup_moa()
+    visible = torch.ones(B, N, N, dtype=torch.bool)
+    visible[0, 0, 2] = False  # agent 2 out of agent 0's view in env 0
+    start = torch.zeros(B, dtype=torch.bool)
+    moa, agents = policy.model.moa, policy.model.agents
+    with torch.no_grad():
+        actions, _, _, _, influence, pairs = policy.act(obs, None, visible, state, start, torch.Generator().manual_seed(2))
+        conv = agents.conv(obs)
+        speaker_logits, _, _ = agents.step(obs, None, state[:2], start)
+        expected = torch.zeros(B, N, N)
+        for k in range(N):
+            per_value = []
+            for a in range(A):
+                cf = actions.T.clone()
+                cf[:, k] = a
+                h, _ = moa.lstm.cell(moa.input_gates(conv, cf), state[2], state[3])
+                per_value.append(moa.predict(h)[k])  # [B, N_j, A]
+            cf_logits = torch.stack(per_value).permute(2, 0, 1, 3)  # [N_j, A~, B, A]
+            speaker = torch.log_softmax(speaker_logits[k], -1).T.unsqueeze(0).expand(N, A, B)
+            felt = divergence(cf_logits, speaker, actions[k].unsqueeze(0).expand(N, B), "kl")  # [N_j, B]
+            expected[:, k] = felt.T
+    expected = expected * visible * ~torch.eye(N, dtype=torch.bool)
+    torch.testing.assert_close(pairs, expected, atol=1e-5, rtol=1e-4)
+    assert pairs[0, 0, 2] == 0 and torch.all(pairs.diagonal(dim1=1, dim2=2) == 0)
+    torch.testing.assert_close(influence, expected.sum(2), atol=1e-5, rtol=1e-4)
+
+
+def test_next_action_targets_are_shifted_by_one_step():
+    actions = torch.arange(4 * 2 * 3).reshape(4, 2, 3)
+    done = torch.zeros(4, 2, dtype=torch.bool)
+    done[1, 0] = True  # env 0's episode ends with step 1
+    targets = _next_actions(actions, done)
+    assert torch.equal(targets["next_actions"][:3], actions[1:])
+    assert targets["next_valid"].tolist() == [[True, True], [False, True], [True, True], [False, False]]
+
+
+def moa_batch(policy, T=6, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    actions = torch.randint(0, A, (T, B, N), generator=generator)
+    actions[:, :, 1] = actions[:, :, 0]  # agent 1 copies agent 0's action: predictable
+    done = torch.zeros(T, B, dtype=torch.bool)
+    visible = torch.ones(T, B, N, N, dtype=torch.bool)
+    batch = {"obs": torch.randint(0, 256, (T, B, N, 15, 15, 3), dtype=torch.uint8, generator=generator),
+             "actions": actions, "episode_start": torch.zeros(T, B, dtype=torch.bool), "visible": visible,
+             **_next_actions(actions, done)}
+    return batch
+
+
+def test_moa_weights_change_and_its_loss_falls_on_a_fixed_batch():
+    policy, _, _ = setup_moa(visible_only=False)
+    batch = moa_batch(policy)
+    state = policy.initial_state(B, "cpu")
+    moa_params = list(policy.model.moa.parameters())
+    before = [p.detach().clone() for p in moa_params]
+    optimizer = torch.optim.Adam(policy.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        _, _, aux = policy.sequence(batch, state)
+        optimizer.zero_grad()
+        aux["loss"].backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in moa_params)  # it trains
+        optimizer.step()
+        losses.append(aux["moa_loss"])
+    assert losses[-1] < 0.5 * losses[0]
+    assert all(not torch.equal(b, p) for b, p in zip(before, moa_params, strict=True))
+
+
+def test_moa_loss_ignores_agents_out_of_view_and_invalid_steps():
+    policy, _, _ = setup_moa(visible_only=True)
+    M = 3
+    predicted = torch.randn(N, M, N, A)
+    next_actions = torch.randint(0, A, (M, N))
+    visible = torch.ones(M, N, N, dtype=torch.bool)
+    base, _ = policy.moa_loss(predicted, next_actions, torch.tensor([True, True, False]), visible)
+    changed = predicted.clone()
+    changed[:, 2] += 100 * torch.randn(N, N, A)  # the invalid step
+    visible[:, 0, 3] = False
+    changed[0, :, 3] += 100 * torch.randn(M, A)  # out of agent 0's view
+    after, _ = policy.moa_loss(changed, next_actions, torch.tensor([True, True, False]), visible)
+    base_masked, _ = policy.moa_loss(predicted, next_actions, torch.tensor([True, True, False]), visible)
+    torch.testing.assert_close(after, base_masked)
+    assert not torch.isclose(base, base_masked)

@@ -42,7 +42,7 @@ RUN_OPTIONS = {
     "threads": "threads", "influencers": "influencers", "influencee_reward": "influencee_reward",
     "divergence": "divergence", "influence_weight": "influence_weight", "extrinsic_weight": "extrinsic_weight",
     "influence_clip": "influence_clip", "influence_ramp_steps": "influence_ramp_steps",
-    "influence_schedule": "influence_schedule",
+    "influence_schedule": "influence_schedule", "vocabulary": "vocabulary", "moa_loss_weight": "moa_loss_weight",
 }
 # What may change when a run is resumed (anything else would change the training itself).
 RESUMABLE = {"steps", "device", "threads"}
@@ -59,7 +59,8 @@ def main():
 @click.option("--agents", type=click.IntRange(1), help="Agents per env.  [default: 5]")
 @click.option("--model", type=click.Choice(MODELS),
               help="baseline, visible (sees others' previous actions), influence (basic social influence), "
-                   "moa (influence through a model of other agents) or moa-baseline (the MOA as an auxiliary task).")
+                   "moa (influence through a model of other agents), moa-baseline (the MOA as an auxiliary task), "
+                   "comm (influential communication) or comm-baseline (messages trained on the env reward).")
 @click.option("--algo", type=click.Choice(ALGOS), help="ppo or a2c.  [default: ppo]")
 @click.option("--steps", type=StepCount(), help="Total env steps, e.g. 5e6.  [default: 5e6]")
 @click.option("--num-envs", type=click.IntRange(1), help="Envs stepped together.  [default: 32]")
@@ -94,6 +95,8 @@ def main():
 @click.option("--influence-ramp-steps", type=StepCount(), help="Curriculum: beta ramps up over C env steps.")
 @click.option("--influence-schedule", type=click.Choice(["linear", "reference"]),
               help="reference: the reference's piecewise multipliers on top of the ramp.")
+@click.option("--vocabulary", type=click.IntRange(2), help="comm: number of discrete messages.")
+@click.option("--moa-loss-weight", type=click.FloatRange(min=0), help="moa: weight of the MOA cross-entropy.")
 @click.option("--quiet", is_flag=True, help="No live display; one line per 10 updates.")
 @click.pass_context
 def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):

@@ -16,7 +16,7 @@ from .envs import ENV_NAMES, make
 from .influence import DIVERGENCES
 from .rewards import REWARD_TRANSFORMS
 
-MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline")
+MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline", "comm", "comm-baseline")
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -58,6 +58,10 @@ class Config:
     Model of other agents (``moa``, ``moa-baseline`` = the same with beta 0)
         moa_loss_weight: weight of the MOA's cross-entropy; moa_visible_only: train it only on
         the agents in view (the paper's best influence models; its MOA baseline trains always).
+    Communication (``comm``, ``comm-baseline`` = the same with beta 0)
+        vocabulary: number of discrete messages; comm_entropy_coef, comm_loss_weight: the
+        message head's entropy bonus and loss weight. Messages enter the LSTM as one-hots (the
+        paper's message embedding is a linear map before a linear gate layer: no extra power).
     """
 
     env: str = "cleanup"
@@ -104,6 +108,9 @@ class Config:
     influence_schedule: str = "linear"
     moa_loss_weight: float = 1.0
     moa_visible_only: bool = True
+    vocabulary: int = 9
+    comm_entropy_coef: float = 0.000789
+    comm_loss_weight: float = 0.0758
 
     @property
     def steps_per_update(self) -> int:
@@ -141,6 +148,16 @@ PAPER_PRESETS = {
     ("harvest", "moa"): {"entropy_coef": 0.00223, "lr": 0.00120, "lr_end": 0.000044, "influence_weight": 2.521,
                          "influence_ramp_steps": 226_000_000, "moa_loss_weight": 10.911, "moa_visible_only": True,
                          "divergence": "kl"},
+    ("cleanup", "comm-baseline"): {"entropy_coef": 0.000249, "lr": 0.00223, "lr_end": 0.000022, "vocabulary": 9,
+                                   "comm_entropy_coef": 0.000789, "comm_loss_weight": 0.0758},
+    ("harvest", "comm-baseline"): {"entropy_coef": 0.000174, "lr": 0.00137, "lr_end": 0.0000127, "vocabulary": 7,
+                                   "comm_entropy_coef": 0.00208, "comm_loss_weight": 0.0709},
+    ("cleanup", "comm"): {"entropy_coef": 0.00305, "lr": 0.00249, "lr_end": 0.0000127, "influence_weight": 2.752,
+                          "influence_ramp_steps": 1_000_000, "extrinsic_weight": 0.0, "vocabulary": 9,
+                          "comm_entropy_coef": 0.000789, "comm_loss_weight": 0.0758, "divergence": "kl"},
+    ("harvest", "comm"): {"entropy_coef": 0.00220, "lr": 0.000413, "lr_end": 0.000049, "influence_weight": 4.825,
+                          "influence_ramp_steps": 8_000_000, "extrinsic_weight": 1.0, "vocabulary": 7,
+                          "comm_entropy_coef": 0.00208, "comm_loss_weight": 0.0709, "divergence": "kl"},
     ("harvest", "influence"): {"entropy_coef": 0.00025, "lr": 0.00107, "lr_end": 0.000042, "influence_weight": 0.224,
                                "influence_ramp_steps": 140_000_000, "influencers": 3, "divergence": "pmi",
                                "influencee_reward": False},
@@ -229,6 +246,7 @@ def validate(c: Config) -> None:
          f"influencers must be between 1 and agents - 1 ({c.agents - 1}), got {c.influencers}")
     need(not (c.model in ("moa", "moa-baseline") and c.divergence == "pmi"),
          "the MOA models need divergence kl or jsd (pmi needs the influencee's next action)")
+    need(c.vocabulary >= 2, f"vocabulary must be >= 2, got {c.vocabulary}")
     need(c.influence_weight >= 0 and c.extrinsic_weight >= 0 and c.influence_clip >= 0,
          "influence_weight, extrinsic_weight and influence_clip must be >= 0")
     need(c.reward_transform in REWARD_TRANSFORMS,

@@ -47,7 +47,8 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
         from .recorder import TrajectoryRecorder
 
         log_config = replace(config, log_trajectories=",".join(map(str, range(B))), log_every=1)
-        recorder = TrajectoryRecorder(Path(record), env, log_config, influence=policy.influence)
+        recorder = TrajectoryRecorder(Path(record), env, log_config, influence=policy.influence,
+                                      messages=config.model.startswith("comm"))
     tracker = EpisodeTracker(B, N)
     generator = torch.Generator(device=device).manual_seed(seed)
     obs, info = env.reset()
@@ -59,7 +60,8 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
             obs_t = torch.from_numpy(obs).to(device)
             prev = torch.from_numpy(info["prev_actions"]).long().to(device)
             visible = torch.from_numpy(info["visible"]).to(device)
-            actions, _, _, state, influence, pairs = policy.act(obs_t, prev, visible, state, start, generator, greedy)
+            actions, _, _, state, influence, pairs, extras = policy.act(obs_t, prev, visible, state, start, generator,
+                                                                        greedy)
             actions_np = actions.T.cpu().numpy()
             if recorder:
                 recorder.before_step(obs)
@@ -67,9 +69,10 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
             steps += B
             ended = tracker.update(rewards, truncated)
             if recorder:
-                extras = None if influence is None else {"influence": influence.cpu().numpy(),
-                                                          "influence_pairs": pairs.cpu().numpy()}
-                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, extras)
+                logged = {name: x.cpu().numpy() for name, x in extras.items() if name == "messages"}
+                if influence is not None:
+                    logged.update(influence=influence.cpu().numpy(), influence_pairs=pairs.cpu().numpy())
+                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, logged)
             if ended is not None:
                 results.append(ended)
             start = torch.from_numpy(truncated.copy()).to(device)

@@ -7,9 +7,12 @@ for the influence models, the causal influence reward. The trainer calls:
 * ``initial_state(B, device)``: a tuple of LSTM state tensors ``[N, B, H]``;
 * ``act(obs, prev_actions, visible, state, episode_start, sampler, greedy=False)`` once per
   step, without gradients: actions, their log-probabilities and values ``[N, B]``, the new
-  state, and ``influence [B, N]`` / ``influence_pairs [B, N, N]`` (``pairs[b, k, j]``: k's
-  influence on j) for the influence models, else None;
+  state, ``influence [B, N]`` / ``influence_pairs [B, N, N]`` (``pairs[b, k, j]``: k's
+  influence on j) for the influence models, else None, and a dict of extra per-step tensors
+  ``[B, N]`` the trainer stores with the rollout (messages, for the communication models);
 * ``values(obs, prev_actions, state, episode_start)``: V(s) ``[N, B]`` for bootstrapping;
+* ``influence_rewards_actions``: whether the influence reward goes to the action policy
+  (basic, MOA) or, in ``prepare_update(rollout, ...)``, to another head (communication);
 * ``sequence(batch, state)`` in the update, on stored chunks ``[T, B, ...]`` (``obs``,
   ``prev_actions``, ``actions``, ``next_actions``, ``next_valid``, ``visible``,
   ``episode_start``): logits ``[T, N, B, A]``, values ``[T, N, B]`` and ``aux``: None or a dict
@@ -23,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .influence import counterfactual_logits, divergence
-from .models import AgentNetworks, ModelOfOtherAgents, reset_state, run_lstm
+from .models import AgentNetworks, BatchedLinear, ModelOfOtherAgents, reset_state, run_lstm
 
 
 def sample(logits, sampler, greedy: bool = False):
@@ -41,6 +44,7 @@ class IndependentPolicies:
     """``baseline`` (no extra input) and ``visible`` (others' previous actions, one-hot)."""
 
     influence = False
+    influence_rewards_actions = False
 
     def __init__(self, num_agents: int, num_actions: int, visible: bool, device):
         self.num_agents, self.num_actions = num_agents, num_actions
@@ -66,7 +70,7 @@ class IndependentPolicies:
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         logits, values, state = self.model.step(obs, self.extra(prev_actions), state, episode_start)
         actions, logprobs = sample(logits, sampler, greedy)
-        return actions, logprobs, values, state, None, None
+        return actions, logprobs, values, state, None, None, {}
 
     def sequence(self, batch, state):
         T, B, N = batch["prev_actions"].shape
@@ -86,6 +90,7 @@ class BasicInfluence:
     """
 
     influence = True
+    influence_rewards_actions = True
 
     def __init__(self, num_agents: int, num_actions: int, influencers: int, kind: str, influencee_reward: bool,
                  device):
@@ -146,7 +151,7 @@ class BasicInfluence:
         influence = pairs.sum(2)  # [B, N]: what each agent exerted
         if self.influencee_reward:
             influence = influence + pairs.sum(1)  # influencees also get what they felt
-        return actions, logprobs, values, (h_new, c_new), influence, pairs
+        return actions, logprobs, values, (h_new, c_new), influence, pairs, {}
 
     def sequence(self, batch, state):
         T, B, N = batch["actions"].shape
@@ -175,6 +180,7 @@ class ModelOfOtherAgentsInfluence:
     """
 
     influence = True
+    influence_rewards_actions = True
 
     def __init__(self, num_agents: int, num_actions: int, kind: str, loss_weight: float, visible_only: bool, device):
         if kind == "pmi":
@@ -208,7 +214,7 @@ class ModelOfOtherAgentsInfluence:
         felt = divergence(cf, speaker, actions.unsqueeze(1).expand(N, N, B), self.kind)  # [N_k, N_j, B]
         counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
         pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
-        return actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs
+        return actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {}
 
     def sequence(self, batch, state):
         agents, moa = self.model.agents, self.model.moa
@@ -249,6 +255,134 @@ class ModelOfOtherAgentsInfluence:
         return per_agent.sum(), accuracy
 
 
+class _CommNetworks(nn.Module):
+    def __init__(self, num_agents, num_actions, vocabulary):
+        super().__init__()
+        self.agents = AgentNetworks(num_agents, num_actions, extra_size=num_agents * vocabulary)
+        self.message_policy = BatchedLinear(num_agents, self.agents.lstm_size, vocabulary, scale=0.01)
+        self.message_value = BatchedLinear(num_agents, self.agents.lstm_size, 1)
+
+
+class InfluentialCommunication:
+    """Every agent also emits a discrete message (vocabulary V) from its own head, with its own
+    value; all messages of step t-1 are inputs to every agent at t (one-hot). k's influence is
+    that of its message m_{t-1}^k on the others' actions a_t^j (Eq. 2), over all V messages.
+
+    The action policy and its value train on the env reward alone; the message head on
+    ``alpha * e + beta * c``, where the influence c_{t+1} of the message sent at t is credited
+    to it (``prepare_update``). ``comm-baseline``: the same with beta = 0.
+    """
+
+    influence = True
+    influence_rewards_actions = False
+
+    def __init__(self, num_agents, num_actions, vocabulary, kind, config, device):
+        self.num_agents, self.num_actions, self.vocabulary, self.kind = num_agents, num_actions, vocabulary, kind
+        self.config = config
+        self.model = _CommNetworks(num_agents, num_actions, vocabulary).to(device)
+        self.not_self = ~torch.eye(num_agents, dtype=torch.bool, device=device)
+
+    def initial_state(self, batch, device):
+        """(h, c, previous messages one-hot [N, B, V], their log-probabilities [N, B, V])."""
+        h, c = self.model.agents.initial_state(batch, device)
+        zeros = torch.zeros(self.num_agents, batch, self.vocabulary, device=device)
+        return h, c, zeros, zeros.clone()
+
+    def _extra(self, messages_one_hot):
+        """Everyone's previous messages ``[N, B, V]`` -> every agent's input ``[N, B, N * V]``."""
+        N, B, V = messages_one_hot.shape
+        return messages_one_hot.transpose(0, 1).reshape(1, B, N * V).expand(N, B, N * V)
+
+    def _heads(self, h):
+        net = self.model
+        logits, values = net.agents.heads(h)
+        return logits, values, net.message_policy(h), net.message_value(h).squeeze(-1)
+
+    def values(self, obs, prev_actions, state, episode_start):
+        h, c, one_hot, _ = _reset_all(state, episode_start)
+        gates_x = self.model.agents.lstm_inputs(self.model.agents.features(obs), self._extra(one_hot))
+        h_new, _ = self.model.agents.lstm.cell(gates_x, h, c)
+        _, values, _, message_values = self._heads(h_new)
+        self.last_message_values = message_values
+        return values
+
+    def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
+        agents, N, V = self.model.agents, self.num_agents, self.vocabulary
+        h, c, one_hot, message_logprobs = _reset_all(state, episode_start)
+        B = obs.shape[0]
+        gates_x = agents.lstm_inputs(agents.features(obs), self._extra(one_hot))
+        h_new, c_new = agents.lstm.cell(gates_x, h, c)
+        logits, values, message_logits, message_values = self._heads(h_new)
+        actions, logprobs = sample(logits, sampler, greedy)
+        messages, new_message_logprobs = sample(message_logits, sampler, greedy)
+        # influence of each agent's previous message on the others' actions now
+        block_weight = agents.lstm.weight_ih[:, -N * V:].reshape(N, N, V, -1)  # [N_j, N_k, V, G]
+        previous = one_hot.argmax(-1)  # [N_k, B]; meaningless where nobody has spoken yet (masked)
+        actual = previous.unsqueeze(0).expand(N, N, B)
+        cf = counterfactual_logits(gates_x, torch.bmm(h, agents.lstm.weight_hh), c, block_weight, actual,
+                                   agents.policy.weight, agents.policy.bias)  # [N_j, N_k, V, B, A]
+        speaker = message_logprobs.transpose(1, 2).unsqueeze(0).expand(N, N, V, B)
+        taken = actions.unsqueeze(1).expand(N, N, B)
+        felt = divergence(cf, speaker, actual, self.kind, taken=taken)  # [N_j, N_k, B]
+        spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
+        pairs = (felt * self.not_self.T.unsqueeze(-1)).permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
+        new_one_hot = F.one_hot(messages, V).float()
+        state = (h_new, c_new, new_one_hot, torch.log_softmax(message_logits, -1))
+        prev_messages = torch.where(spoke.view(1, B), previous, torch.full_like(previous, -1))
+        extras = {"messages": messages.T, "prev_messages": prev_messages.T, "message_logprobs": new_message_logprobs.T,
+                  "message_values": message_values.T}
+        return actions, logprobs, values, state, pairs.sum(2), pairs, extras
+
+    def prepare_update(self, rollout, beta):
+        """Message rewards, advantages and returns ``[T, B, N]``: the message sent at t earns
+        ``alpha * e_t + beta * c_{t+1}`` (its influence shows in the next step's actions; the
+        rollout's last message gets only its own step's reward)."""
+        from .algos import gae
+
+        config = self.config
+        influence = torch.zeros_like(rollout["message_values"])
+        influence[:-1] = rollout["influence"][1:]
+        rewards = config.extrinsic_weight * rollout["rewards"] + beta * influence
+        advantages, returns = gae(rewards, rollout["message_values"], rollout["dones"], self.last_message_values.T,
+                                  config.gamma, config.gae_lambda)
+        return {"message_advantages": advantages, "message_returns": returns}
+
+    def sequence(self, batch, state):
+        agents, N, V = self.model.agents, self.num_agents, self.vocabulary
+        obs, starts = batch["obs"], batch["episode_start"]
+        T, B = obs.shape[:2]
+        prev = batch["prev_messages"]  # [T, B, N], -1: none
+        one_hot = F.one_hot(prev.clamp(min=0), V).float() * (prev >= 0).unsqueeze(-1).float()  # [T, B, N, V]
+        extra = one_hot.reshape(T * B, N * V).unsqueeze(0).expand(N, T * B, N * V)
+        gates_x = agents.lstm_inputs(agents.features(obs.reshape(T * B, *obs.shape[2:])), extra).reshape(N, T, B, -1)
+        hidden, _ = run_lstm(agents.lstm, gates_x, state[:2], starts)
+        logits, values, message_logits, message_values = self._heads(hidden.reshape(N, T * B, -1))
+
+        def time_major(x):  # [N, T*B, ...] -> [T, B, N, ...]
+            return x.reshape(N, T, B, *x.shape[2:]).permute(1, 2, 0, *range(3, x.dim() + 1))
+
+        from .algos import normalise_per_agent, policy_loss_terms
+
+        config = self.config
+        advantages = batch["message_advantages"]
+        if config.normalise_advantages:
+            advantages = normalise_per_agent(advantages)
+        terms = policy_loss_terms(time_major(message_logits), batch["messages"], batch["message_logprobs"], advantages,
+                                  batch["message_returns"], time_major(message_values),
+                                  clip=config.ppo_clip if config.algo == "ppo" else None,
+                                  value_coef=config.value_coef, entropy_coef=config.comm_entropy_coef)
+        logits = logits.reshape(N, T, B, -1).transpose(0, 1)
+        values = values.reshape(N, T, B).transpose(0, 1)
+        return logits, values, {"loss": config.comm_loss_weight * terms.loss, "message_policy_loss": terms.policy_loss.item(),
+                                "message_entropy": terms.entropy.item()}
+
+
+def _reset_all(state, episode_start):
+    """Zero every state tensor ``[N, B, ...]`` of the envs where ``episode_start`` [B] is set."""
+    keep = (~episode_start).to(state[0].dtype).view(1, -1, 1)
+    return tuple(x * keep for x in state)
+
+
 def make_policies(config, num_actions: int, device):
     if config.model in ("baseline", "visible"):
         return IndependentPolicies(config.agents, num_actions, config.model == "visible", device)
@@ -258,4 +392,6 @@ def make_policies(config, num_actions: int, device):
     if config.model in ("moa", "moa-baseline"):
         return ModelOfOtherAgentsInfluence(config.agents, num_actions, config.divergence, config.moa_loss_weight,
                                            config.moa_visible_only, device)
+    if config.model in ("comm", "comm-baseline"):
+        return InfluentialCommunication(config.agents, num_actions, config.vocabulary, config.divergence, config, device)
     raise ValueError(f"unknown model {config.model!r}")

@@ -19,7 +19,7 @@ SOCIAL = ("efficiency", "equality", "sustainability", "peace")
 class TrajectoryRecorder:
     """Buffers the steps of ``config.logged_envs`` and appends every ``log_every``-th episode."""
 
-    def __init__(self, path, env, config, influence: bool = False):
+    def __init__(self, path, env, config, influence: bool = False, messages: bool = False):
         self.envs = config.logged_envs  # E env indices
         self.every = config.log_every
         self.store_obs = config.log_observations
@@ -29,6 +29,8 @@ class TrajectoryRecorder:
         N = env.num_agents
         # per-step influence of logged episodes: exerted by each agent, and per (k, j) pair
         self.step_fields = {"influence": ((N,), np.float32), "influence_pairs": ((N, N), np.float32)} if influence else {}
+        if messages:  # the message each agent sent at t
+            self.step_fields["messages"] = ((N,), np.int16)
         self.writer = None
         self.episode_count = np.zeros(len(self.envs), np.int64)
         self.recording = np.ones(len(self.envs), bool)  # the first episode starts at reset

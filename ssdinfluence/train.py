@@ -35,7 +35,8 @@ from .policies import make_policies
 from .rewards import make_reward_transform
 
 SOCIAL = ("efficiency", "equality", "sustainability", "peace")
-INFLUENCE_MODELS = ("influence", "moa", "moa-baseline")
+INFLUENCE_MODELS = ("influence", "moa", "moa-baseline", "comm", "comm-baseline")
+BASELINES = ("moa-baseline", "comm-baseline")  # same architecture, influence weight 0
 TIMERS = ("env", "forward", "backward", "logging")
 
 
@@ -185,8 +186,9 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 finished = []
-                beta = 0.0 if config.model == "moa-baseline" or not policy.influence else influence_weight(
+                beta = 0.0 if config.model in BASELINES or not policy.influence else influence_weight(
                     env_steps, config.influence_weight, config.influence_ramp_steps, config.influence_schedule)
+                extra_bufs = {}  # per-step tensors a policy adds (messages), [T, B, N]
                 influence_sum = torch.zeros(N, device=device)
                 pairs_sum = torch.zeros(N, N, device=device)
 
@@ -199,8 +201,12 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                                 buf[t // L] = x
                         obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
                         visible_buf[t] = visible_t = staging.visibility(info["visible"])
-                        actions, logprobs, value, lstm_state, influence, pairs = policy.act(
+                        actions, logprobs, value, lstm_state, influence, pairs, extras = policy.act(
                             obs_t, prev_t, visible_t, lstm_state, start_t, sampler)
+                        for name, x in extras.items():
+                            if name not in extra_bufs:
+                                extra_bufs[name] = torch.zeros((T, *x.shape), dtype=x.dtype, device=device)
+                            extra_bufs[name][t] = x
                         obs_buf[t], prev_actions_buf[t], start_buf[t] = obs_t, prev_t, start_t
                         actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
                         actions_np = actions.T.cpu().numpy()
@@ -218,7 +224,10 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         if influence is not None:
                             if config.influence_clip > 0:
                                 influence = influence.clamp(max=config.influence_clip)
-                            reward_buf[t] = config.extrinsic_weight * reward_buf[t] + beta * influence
+                            if policy.influence_rewards_actions:
+                                reward_buf[t] = config.extrinsic_weight * reward_buf[t] + beta * influence
+                            else:  # it rewards another head (messages): see policy.prepare_update
+                                extra_bufs.setdefault("influence", torch.zeros((T, B, N), device=device))[t] = influence
                             influence_sum += influence.sum(0)
                             pairs_sum += pairs.sum(0)
                         done_buf[t] = staging.flags(truncated)
@@ -227,9 +236,10 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         if ended is not None:
                             finished.append(ended)
                         if recorder:
-                            extras = {} if influence is None else {"influence": influence.cpu().numpy(),
-                                                                   "influence_pairs": pairs.cpu().numpy()}
-                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update, extras)
+                            logged = {name: x.cpu().numpy() for name, x in extras.items() if name == "messages"}
+                            if influence is not None:
+                                logged.update(influence=influence.cpu().numpy(), influence_pairs=pairs.cpu().numpy())
+                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update, logged)
                         episode_start = truncated.copy()
                         timers["logging"] += time.perf_counter() - tic
 
@@ -245,7 +255,10 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 tic = time.perf_counter()
                 rollout = {"obs": obs_buf, "prev_actions": prev_actions_buf, "actions": actions_buf,
                            "episode_start": start_buf, "visible": visible_buf, "old_logprobs": logprob_buf,
-                           "advantages": advantages, "returns": returns, **_next_actions(actions_buf, done_buf)}
+                           "advantages": advantages, "returns": returns, **_next_actions(actions_buf, done_buf),
+                           **extra_bufs}
+                if hasattr(policy, "prepare_update"):
+                    rollout.update(policy.prepare_update({**rollout, "rewards": reward_buf, "dones": done_buf}, beta))
                 losses = _update(config, policy, optimizer, sampler, rollout, state_bufs)
                 timers["backward"] += time.perf_counter() - tic
                 update += 1
@@ -374,7 +387,8 @@ def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
             + [f"return_agent_{k}" for k in range(num_agents)] + list(SOCIAL)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
             + [f"{name}_s" for name in TIMERS] + extra
-            + (["moa_loss", "moa_accuracy"] if model in ("moa", "moa-baseline") else []))
+            + (["moa_loss", "moa_accuracy"] if model in ("moa", "moa-baseline") else [])
+            + (["message_policy_loss", "message_entropy"] if model in ("comm", "comm-baseline") else []))
 
 
 def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:
@@ -453,4 +467,5 @@ def _make_recorder(config, env, files):
         return None
     from .recorder import TrajectoryRecorder
 
-    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model in INFLUENCE_MODELS)
+    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model in INFLUENCE_MODELS,
+                              messages=config.model in ("comm", "comm-baseline"))

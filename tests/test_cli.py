@@ -164,3 +164,18 @@ def test_moa_models_train_end_to_end(tmp_path, model):
     with TrajectoryReader(out / "trajectories.h5") as reader:
         assert reader.episode(0)["influence_pairs"].shape == (20, 3, 3)
     assert invoke("eval", str(out), "--episodes", "2").exit_code == 0
+
+
+@pytest.mark.parametrize("model", ["comm", "comm-baseline"])
+def test_comm_models_train_end_to_end(tmp_path, model):
+    out = tmp_path / "run"
+    result = invoke("run", *SMALL[:2], "--agents", "3", *SMALL[4:], "--model", model, "--steps", "96",
+                    "--vocabulary", "4", "--out", str(out), "--log-trajectories", "0", "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 and float(rows[-1]["message_entropy"]) > 0
+    with TrajectoryReader(out / "trajectories.h5") as reader:
+        messages = reader.episode(0)["messages"]
+        assert messages.shape == (20, 3) and messages.min() >= 0 and messages.max() < 4
+    assert invoke("eval", str(out), "--episodes", "2", "--record", str(tmp_path / "e.h5")).exit_code == 0

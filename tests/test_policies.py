@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from ssdinfluence.influence import divergence
 from ssdinfluence.policies import BasicInfluence, ModelOfOtherAgentsInfluence
@@ -41,7 +42,7 @@ def test_influence_reward_matches_a_naive_recomputation(kind):
     start = torch.zeros(B, dtype=torch.bool)
     sampler = torch.Generator().manual_seed(5)
     with torch.no_grad():
-        actions, logprobs, values, _, influence, pairs = policy.act(obs, None, None, state, start, sampler)
+        actions, logprobs, values, _, influence, pairs, _ = policy.act(obs, None, None, state, start, sampler)
         # the influencers' policies, read with their (always empty) influencer block
         empty = torch.zeros(N, B, policy.model.extra_size)
         speaker = torch.softmax(policy.model.step(obs, empty, state, start)[0], -1)  # [N, B, A]
@@ -79,7 +80,7 @@ def test_influencee_reward_adds_what_was_felt():
     policy, obs, state = setup_policy(influencee_reward=True)
     start = torch.zeros(B, dtype=torch.bool)
     with torch.no_grad():
-        _, _, _, _, influence, pairs = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
+        _, _, _, _, influence, pairs, _ = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
     torch.testing.assert_close(influence, pairs.sum(2) + pairs.sum(1))
 
 
@@ -87,7 +88,7 @@ def test_sequence_reproduces_the_rollout_policies():
     policy, obs, state = setup_policy()
     start = torch.zeros(B, dtype=torch.bool)
     with torch.no_grad():
-        actions, logprobs, values, _, _, _ = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
+        actions, logprobs, values, _, _, _, _ = policy.act(obs, None, None, state, start, torch.Generator().manual_seed(5))
         batch = {"obs": obs.unsqueeze(0), "actions": actions.T.unsqueeze(0), "episode_start": start.unsqueeze(0)}
         logits, seq_values, _ = policy.sequence(batch, state)
     seq_logprobs = torch.log_softmax(logits[0], -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -110,7 +111,7 @@ def test_moa_influence_matches_rerunning_the_moa():
     start = torch.zeros(B, dtype=torch.bool)
     moa, agents = policy.model.moa, policy.model.agents
     with torch.no_grad():
-        actions, _, _, _, influence, pairs = policy.act(obs, None, visible, state, start, torch.Generator().manual_seed(2))
+        actions, _, _, _, influence, pairs, _ = policy.act(obs, None, visible, state, start, torch.Generator().manual_seed(2))
         conv = agents.conv(obs)
         speaker_logits, _, _ = agents.step(obs, None, state[:2], start)
         expected = torch.zeros(B, N, N)
@@ -186,3 +187,79 @@ def test_moa_loss_ignores_agents_out_of_view_and_invalid_steps():
     base_masked, _ = policy.moa_loss(predicted, next_actions, torch.tensor([True, True, False]), visible)
     torch.testing.assert_close(after, base_masked)
     assert not torch.isclose(base, base_masked)
+
+
+def setup_comm(kind="kl"):
+    from ssdinfluence.config import build_config
+    from ssdinfluence.policies import InfluentialCommunication
+
+    torch.manual_seed(3)
+    config = build_config({"model": "comm", "agents": N})
+    policy = InfluentialCommunication(N, A, vocabulary=5, kind=kind, config=config, device="cpu")
+    obs = torch.randint(0, 256, (B, N, 15, 15, 3), dtype=torch.uint8)
+    return policy, obs
+
+
+def test_messages_reach_the_others_at_the_next_step():
+    policy, obs = setup_comm()
+    start = torch.zeros(B, dtype=torch.bool)
+    sampler = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        state = policy.initial_state(B, "cpu")
+        _, _, _, state, influence, _, extras = policy.act(obs, None, None, state, torch.ones(B, dtype=torch.bool), sampler)
+        assert torch.all(extras["prev_messages"] == -1) and torch.all(influence == 0)  # nobody spoke yet
+        sent = extras["messages"]  # [B, N]
+        assert torch.equal(state[2].argmax(-1).T, sent)
+        # the next step's input of every agent holds every message just sent
+        extra = policy._extra(state[2])  # [N, B, N*V]
+        assert torch.equal(extra[2].reshape(B, N, 5).argmax(-1), sent)
+        changed = state[2].clone()
+        changed[0] = torch.roll(changed[0], 1, dims=-1)  # agent 0 said something else
+        logits_a = policy.model.agents.step(obs, policy._extra(state[2]), state[:2], start)[0]
+        logits_b = policy.model.agents.step(obs, policy._extra(changed), state[:2], start)[0]
+        assert not torch.allclose(logits_a[1:], logits_b[1:])
+        _, _, _, _, _, _, extras = policy.act(obs, None, None, state, start, sampler)
+        assert torch.equal(extras["prev_messages"], sent)
+
+
+@pytest.mark.parametrize("kind", ["kl", "pmi"])
+def test_message_influence_matches_a_naive_recomputation(kind):
+    policy, obs = setup_comm(kind)
+    V = 5
+    start = torch.zeros(B, dtype=torch.bool)
+    sampler = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        state = policy.initial_state(B, "cpu")
+        _, _, _, state, _, _, _ = policy.act(obs, None, None, state, torch.ones(B, dtype=torch.bool), sampler)
+        actions, _, _, _, influence, pairs, _ = policy.act(obs, None, None, state, start, sampler)
+        h, c, one_hot, speaker = state
+        expected = torch.zeros(B, N, N)
+        for k in range(N):
+            conditionals = []
+            for m in range(V):
+                cf = one_hot.clone()
+                cf[k] = F.one_hot(torch.full((B,), m), V).float()
+                conditionals.append(policy.model.agents.step(obs, policy._extra(cf), (h, c), start)[0])
+            cf_logits = torch.stack(conditionals).permute(1, 0, 2, 3)  # [N_j, V, B, A]
+            actual = one_hot[k].argmax(-1).unsqueeze(0).expand(N, B)
+            felt = divergence(cf_logits, speaker[k].T.unsqueeze(0).expand(N, V, B), actual, kind, taken=actions)
+            expected[:, k] = felt.T
+        expected *= ~torch.eye(N, dtype=torch.bool)
+    torch.testing.assert_close(pairs, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(influence, expected.sum(2), atol=1e-5, rtol=1e-4)
+
+
+def test_message_reward_is_credited_to_the_message_that_caused_it():
+    policy, _ = setup_comm()
+    T = 3
+    policy.last_message_values = torch.zeros(N, B)
+    rollout = {"message_values": torch.zeros(T, B, N), "influence": torch.zeros(T, B, N),
+               "rewards": torch.zeros(T, B, N), "dones": torch.zeros(T, B, dtype=torch.bool)}
+    rollout["influence"][2, 0, 1] = 1.0  # agent 1's message of step 1 influenced step 2
+    out = policy.prepare_update(rollout, beta=2.0)
+    gamma, lam = policy.config.gamma, policy.config.gae_lambda
+    assert out["message_returns"][1, 0, 1].item() == pytest.approx(2.0)
+    # values are zero, so the lambda-return equals the advantage: gamma * lambda * 2 one step earlier
+    assert out["message_advantages"][0, 0, 1].item() == pytest.approx(gamma * lam * 2.0)
+    torch.testing.assert_close(out["message_returns"], out["message_advantages"])
+    assert out["message_returns"][2].abs().sum() == 0

@@ -38,7 +38,7 @@ def read_log(path):
     return index, episodes
 
 
-@pytest.mark.parametrize(("model", "algo"), [("baseline", "ppo"), ("visible", "a2c"), ("influence", "ppo"), ("moa", "a2c")])
+@pytest.mark.parametrize(("model", "algo"), [("baseline", "ppo"), ("visible", "a2c"), ("influence", "ppo"), ("moa", "a2c"), ("comm", "ppo")])
 def test_resume_is_bit_identical(tmp_path, model, algo):
     straight = train(tiny_config(tmp_path / "straight", model=model, algo=algo))
     assert straight.updates == 4 and not straight.stopped_early

@@ -1,6 +1,7 @@
 """End-to-end training throughput: env steps/s per model and algorithm, and where the time goes.
 
-    python bench/train_speed.py                              # baseline and visible, PPO and A2C
+    python bench/train_speed.py                              # every model, PPO
+    python bench/train_speed.py --models baseline,visible --algos ppo,a2c
     python bench/train_speed.py --models baseline --num-envs 64 --updates 10 --device cuda
 
 Each row trains from scratch for ``--updates`` updates (after one warm-up update that is not
@@ -48,8 +49,8 @@ def measure(env, model, algo, num_envs, rollout, updates, device, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="cleanup")
-    parser.add_argument("--models", default="baseline,visible")
-    parser.add_argument("--algos", default="ppo,a2c")
+    parser.add_argument("--models", default="baseline,visible,influence,moa,moa-baseline,comm,comm-baseline")
+    parser.add_argument("--algos", default="ppo")
     parser.add_argument("--num-envs", type=int, default=32)
     parser.add_argument("--rollout", type=int, default=128)
     parser.add_argument("--updates", type=int, default=5)

@@ -184,6 +184,11 @@ class BatchedEnv:
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
         self._load_actions(actions)
+        self._run_step_kernel()
+        return self._obs, self._rewards, self._terminated, self._truncated, self._info()
+
+    def _run_step_kernel(self) -> None:
+        """Step every env with the actions already in ``self._actions`` (validated)."""
         s, p = self._state, self.params
         core.step_kernel(
             self.game.kernel_id, self._actions, self.layout.initial_grid, self.layout.spawn_points,
@@ -195,7 +200,6 @@ class BatchedEnv:
             self._moving, self._settled, self._order, self._spawn_perm, self._grow, self._view,
             self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
             self._visible)
-        return self._obs, self._rewards, self._terminated, self._truncated, self._info()
 
     def get_state(self) -> dict:
         """A copy of the full mutable state: a dict of numpy arrays.

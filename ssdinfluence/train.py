@@ -172,7 +172,6 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
-    timers = dict.fromkeys(TIMERS, 0.0)
     started, row = time.perf_counter(), {}
     stopped_early = False
     try:
@@ -222,12 +221,14 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         tic = time.perf_counter()
                         reward_buf[t] = staging.rewards(trained)
                         if influence is not None:
-                            if config.influence_clip > 0:
-                                influence = influence.clamp(max=config.influence_clip)
+                            if config.influence_clip > 0:  # as the reference: c in [-clip, clip] (PMI can be < 0)
+                                influence = influence.clamp(-config.influence_clip, config.influence_clip)
                             if policy.influence_rewards_actions:
                                 reward_buf[t] = config.extrinsic_weight * reward_buf[t] + beta * influence
                             else:  # it rewards another head (messages): see policy.prepare_update
-                                extra_bufs.setdefault("influence", torch.zeros((T, B, N), device=device))[t] = influence
+                                if "influence" not in extra_bufs:
+                                    extra_bufs["influence"] = torch.zeros((T, B, N), device=device)
+                                extra_bufs["influence"][t] = influence
                             influence_sum += influence.sum(0)
                             pairs_sum += pairs.sum(0)
                         done_buf[t] = staging.flags(truncated)
@@ -263,8 +264,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 timers["backward"] += time.perf_counter() - tic
                 update += 1
 
-                # --- 4. log and checkpoint -----------------------------------------------------
-                tic = time.perf_counter()
+                # --- 4. log, then checkpoint (a row is never missing from a resumed run) ---------
                 elapsed = time.perf_counter() - update_start
                 row = _metrics_row(update, env_steps, time.perf_counter() - started, B * T / elapsed, lr,
                                    finished, losses, timers, N)
@@ -276,7 +276,6 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 if update % config.checkpoint_every == 0 or last_update:
                     _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start,
                                      tracker, reward_transform, recorder, update, env_steps)
-                row["logging_s"] += time.perf_counter() - tic
                 if on_update:
                     on_update(row)
             stopped_early = update < total_updates

@@ -3,9 +3,9 @@
     python bench/learn.py --env harvest --model baseline --steps 5e6 --seed 0
 
 Trains with the package defaults (plus any ``--set key=value`` overrides, e.g.
-``--set algo=a2c``) into ``runs/learn-ENV-MODEL-sSEED`` and prints the collective return
+``--set algo=a2c``) into ``runs/learn-ENV-MODEL-sSEED-STEPS`` and prints the collective return
 (mean over the episodes finished in each window of updates) along the run, the peak, and the
-final value (mean over the last 10% of updates). Writes ``bench/results/learn-ENV-MODEL-sSEED.json``.
+final value (mean over the last 10% of updates). Writes ``bench/results/learn-ENV-MODEL-sSEED-STEPS.json``.
 The reference's PPO on Harvest with 5 agents peaks near 600 after 3-4e6 steps.
 """
 
@@ -42,7 +42,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], help="extra config key=value (JSON value)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    name = f"learn-{args.env}-{args.model}-s{args.seed}"
+    name = f"learn-{args.env}-{args.model}-s{args.seed}-{args.steps / 1e6:g}M"  # budgets never overwrite each other
     values = {"env": args.env, "model": args.model, "steps": int(args.steps), "seed": args.seed,
               "out": args.out or f"runs/{name}", "log_trajectories": "0", "log_every": 50}
     for item in args.set:

@@ -303,7 +303,7 @@ class InfluentialCommunication:
         gates_x = self.model.agents.lstm_inputs(self.model.agents.features(obs), self._extra(one_hot))
         h_new, _ = self.model.agents.lstm.cell(gates_x, h, c)
         _, values, _, message_values = self._heads(h_new)
-        self.last_message_values = message_values
+        self.last_message_values = message_values  # the message head's bootstrap, for prepare_update
         return values
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):

@@ -243,6 +243,33 @@ def _check_range(where: str, name: str, array: np.ndarray, low: int, high: int, 
         raise ValueError(f"{where}[{name!r}] has value {bad}, expected {what} in {low}..{high}")
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then act on it.
+
+    A KeyboardInterrupt raised inside h5py/HDF5 in the middle of an SWMR write can leave the
+    library in a state where closing the file never returns (seen under load); deferring it
+    to the end of one episode's write costs milliseconds and keeps every episode whole.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)  # e.g. the trainer's stop flag, or Python's KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
 def _has_hdf5_signature(path: Path) -> bool:
     """HDF5's signature at offset 0, 512, 1024, 2048, ... (after a user block, if any)."""
     size = path.stat().st_size
@@ -781,7 +808,7 @@ class TrajectoryWriter:
         episode_data["start"] = np.int64(S)
         episode_data["length"] = np.int64(T)
         try:
-            with _translate_h5(self.path, "appending an episode"):
+            with _sigint_deferred(), _translate_h5(self.path, "appending an episode"):
                 for name, dataset in self._steps.items():
                     dataset.resize(S + T, axis=0)
                     dataset[S:S + T] = step_data[name]
@@ -794,7 +821,7 @@ class TrajectoryWriter:
                 self._episodes["length"].resize(E + 1, axis=0)
                 self._episodes["length"][E] = T
                 self._file.flush()
-        except BaseException:  # incl. KeyboardInterrupt: undo, so the file stays as it was
+        except Exception:  # undo, so the file stays as it was (a Ctrl-C waits for the commit)
             with contextlib.suppress(Exception):
                 for dataset in self._steps.values():
                     dataset.resize(S, axis=0)

@@ -179,3 +179,17 @@ def test_comm_models_train_end_to_end(tmp_path, model):
         messages = reader.episode(0)["messages"]
         assert messages.shape == (20, 3) and messages.min() >= 0 and messages.max() < 4
     assert invoke("eval", str(out), "--episodes", "2", "--record", str(tmp_path / "e.h5")).exit_code == 0
+
+
+def test_paper_preset_exists_for_every_model_and_env():
+    from ssdinfluence.config import MODELS, build_config, preset_values
+    from ssdinfluence.envs import ENV_NAMES
+
+    for env in ENV_NAMES:
+        for model in MODELS:
+            values = preset_values("paper", env, model)
+            config = build_config({"env": env, "model": model, **values})
+            assert config.lr == values["lr"] and config.entropy_coef == values["entropy_coef"]
+    assert preset_values("paper", "harvest", "influence")["influencers"] == 3
+    assert preset_values("paper", "cleanup", "comm")["extrinsic_weight"] == 0.0
+    assert preset_values("paper", "harvest", "moa")["moa_loss_weight"] == 10.911

@@ -36,13 +36,13 @@ def to_storable(obj):
     return obj
 
 
-def from_storable(obj, numpy_keys: bool = True):
-    """Inverse of :func:`to_storable` for the parts that were numpy (tensors become numpy)."""
+def from_storable(obj):
+    """Inverse of :func:`to_storable`: tensors become numpy arrays again."""
     if isinstance(obj, dict):
         if set(obj) == {"__uint64__"}:
             return obj["__uint64__"].numpy().view(np.uint64)
         return {k: from_storable(v) for k, v in obj.items()}
-    if isinstance(obj, torch.Tensor) and numpy_keys:
+    if isinstance(obj, torch.Tensor):
         return obj.numpy()
     return obj
 

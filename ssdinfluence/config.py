@@ -252,9 +252,9 @@ def validate(c: Config) -> None:
     need(c.reward_transform in REWARD_TRANSFORMS,
          f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError
-    bad = [i for i in c.logged_envs if not 0 <= i < c.num_envs] if _ints(c.log_trajectories) else [c.log_trajectories]
-    need(not bad, f"log_trajectories must list env indices in 0..{c.num_envs - 1}, got {c.log_trajectories!r}")
-
-
-def _ints(text: str) -> bool:
-    return all(part.strip().lstrip("-").isdigit() for part in text.split(",")) if text.strip() else True
+    try:
+        logged = c.logged_envs
+    except ValueError:
+        logged = [-1]
+    need(all(0 <= i < c.num_envs for i in logged),
+         f"log_trajectories must list env indices in 0..{c.num_envs - 1}, got {c.log_trajectories!r}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 DIVERGENCES = ("kl", "jsd", "pmi")
@@ -99,11 +100,5 @@ def influence_weight(step: int, weight: float, ramp_steps: int = 0, schedule: st
     if schedule == "linear":
         return weight * ramp
     if schedule == "reference":
-        points, multipliers = (0.0, 1e7, 1e8, 3e8), (0.0, 0.0, 1.0, 0.5)
-        if step >= points[-1]:
-            return weight * ramp * multipliers[-1]
-        for (x0, y0), (x1, y1) in zip(zip(points, multipliers, strict=True), zip(points[1:], multipliers[1:], strict=True),
-                                      strict=False):
-            if x0 <= step < x1:
-                return weight * ramp * (y0 + (y1 - y0) * (step - x0) / (x1 - x0))
+        return weight * ramp * float(np.interp(step, (0.0, 1e7, 1e8, 3e8), (0.0, 0.0, 1.0, 0.5)))
     raise ValueError(f"unknown influence schedule {schedule!r}; choose linear or reference")

@@ -171,9 +171,9 @@ def run_lstm(lstm: BatchedLSTM, gates_x, state, episode_start):
 
 
 def reset_state(state, episode_start):
-    """Zero the state ``(h, c)`` ([N, B, H] each) of envs where ``episode_start`` [B] is set."""
+    """Zero every state tensor (``[N, B, ...]`` each) of the envs where ``episode_start`` [B] is set."""
     keep = (~episode_start).to(state[0].dtype).view(1, -1, 1)
-    return state[0] * keep, state[1] * keep
+    return tuple(x * keep for x in state)
 
 
 class ModelOfOtherAgents(nn.Module):

@@ -198,7 +198,7 @@ class ModelOfOtherAgentsInfluence:
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         agents, moa = self.model.agents, self.model.moa
-        h, c, moa_h, moa_c = reset_state(state[:2], episode_start) + reset_state(state[2:], episode_start)
+        h, c, moa_h, moa_c = reset_state(state, episode_start)
         conv = agents.conv(obs)  # [N, B, F], shared by both branches
         h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc(conv), None), h, c)
         logits, values = agents.heads(h_new)
@@ -299,7 +299,7 @@ class InfluentialCommunication:
         return logits, values, net.message_policy(h), net.message_value(h).squeeze(-1)
 
     def values(self, obs, prev_actions, state, episode_start):
-        h, c, one_hot, _ = _reset_all(state, episode_start)
+        h, c, one_hot, _ = reset_state(state, episode_start)
         gates_x = self.model.agents.lstm_inputs(self.model.agents.features(obs), self._extra(one_hot))
         h_new, _ = self.model.agents.lstm.cell(gates_x, h, c)
         _, values, _, message_values = self._heads(h_new)
@@ -308,7 +308,7 @@ class InfluentialCommunication:
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         agents, N, V = self.model.agents, self.num_agents, self.vocabulary
-        h, c, one_hot, message_logprobs = _reset_all(state, episode_start)
+        h, c, one_hot, message_logprobs = reset_state(state, episode_start)
         B = obs.shape[0]
         gates_x = agents.lstm_inputs(agents.features(obs), self._extra(one_hot))
         h_new, c_new = agents.lstm.cell(gates_x, h, c)
@@ -375,12 +375,6 @@ class InfluentialCommunication:
         values = values.reshape(N, T, B).transpose(0, 1)
         return logits, values, {"loss": config.comm_loss_weight * terms.loss, "message_policy_loss": terms.policy_loss.item(),
                                 "message_entropy": terms.entropy.item()}
-
-
-def _reset_all(state, episode_start):
-    """Zero every state tensor ``[N, B, ...]`` of the envs where ``episode_start`` [B] is set."""
-    keep = (~episode_start).to(state[0].dtype).view(1, -1, 1)
-    return tuple(x * keep for x in state)
 
 
 def make_policies(config, num_actions: int, device):

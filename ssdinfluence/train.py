@@ -145,7 +145,8 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     start_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
     done_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
     visible_buf = torch.zeros((T, B, N, N), dtype=torch.bool, device=device)
-    staging = _Staging(env, device)
+    next_obs, next_prev, next_start = obs_buf[0].clone(), prev_actions_buf[0].clone(), start_buf[0].clone()
+    staging = _Staging(device)
 
     # --- state carried from update to update ----------------------------------------------
     obs, info = env.reset()
@@ -198,15 +199,16 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         if t % L == 0:
                             for buf, x in zip(state_bufs, lstm_state, strict=True):
                                 buf[t // L] = x
-                        obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
-                        visible_buf[t] = visible_t = staging.visibility(info["visible"])
+                        obs_t = staging.put("obs", obs, obs_buf[t])  # the env's views straight into the rollout
+                        prev_t = staging.put("prev_actions", info["prev_actions"], prev_actions_buf[t])
+                        start_t = staging.put("episode_start", episode_start, start_buf[t])
+                        visible_t = staging.put("visible", info["visible"], visible_buf[t])
                         actions, logprobs, value, lstm_state, influence, pairs, extras = policy.act(
                             obs_t, prev_t, visible_t, lstm_state, start_t, sampler)
                         for name, x in extras.items():
                             if name not in extra_bufs:
                                 extra_bufs[name] = torch.zeros((T, *x.shape), dtype=x.dtype, device=device)
                             extra_bufs[name][t] = x
-                        obs_buf[t], prev_actions_buf[t], start_buf[t] = obs_t, prev_t, start_t
                         actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
                         actions_np = actions.T.cpu().numpy()
                         timers["forward"] += time.perf_counter() - tic
@@ -219,7 +221,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                         timers["env"] += time.perf_counter() - tic
 
                         tic = time.perf_counter()
-                        reward_buf[t] = staging.rewards(trained)
+                        staging.put("rewards", trained, reward_buf[t])
                         if influence is not None:
                             if config.influence_clip > 0:  # as the reference: c in [-clip, clip] (PMI can be < 0)
                                 influence = influence.clamp(-config.influence_clip, config.influence_clip)
@@ -231,7 +233,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                                 extra_bufs["influence"][t] = influence
                             influence_sum += influence.sum(0)
                             pairs_sum += pairs.sum(0)
-                        done_buf[t] = staging.flags(truncated)
+                        staging.put("done", truncated, done_buf[t])
                         env_steps += B
                         ended = tracker.update(rewards, truncated)
                         if ended is not None:
@@ -246,8 +248,9 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
                     # --- 2. advantages --------------------------------------------------------
                     tic = time.perf_counter()
-                    obs_t, prev_t, start_t = staging.upload(obs, info["prev_actions"], episode_start)
-                    last_value = policy.values(obs_t, prev_t, lstm_state, start_t)
+                    last_value = policy.values(staging.put("obs", obs, next_obs),
+                                               staging.put("prev_actions", info["prev_actions"], next_prev),
+                                               lstm_state, staging.put("episode_start", episode_start, next_start))
                     advantages, returns = gae(reward_buf, value_buf, done_buf, last_value.T,
                                               config.gamma, config.gae_lambda)
                     timers["forward"] += time.perf_counter() - tic
@@ -338,34 +341,24 @@ def _next_actions(actions_buf, done_buf):
 
 
 class _Staging:
-    """Hands numpy env outputs to the model's device once per step (pinned memory on CUDA)."""
+    """Copies numpy env outputs into device tensors once per step (pinned memory on CUDA)."""
 
-    def __init__(self, env, device):
+    def __init__(self, device):
         self.device = device
-        pin = device.type == "cuda"
-        B, N = env.num_envs, env.num_agents
-        self.obs = torch.zeros((B, N) + env.observation_shape, dtype=torch.uint8, pin_memory=pin)
-        self.prev = torch.zeros((B, N), dtype=torch.long, pin_memory=pin)
-        self.start = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
-        self.vec = torch.zeros((B, N), dtype=torch.float32, pin_memory=pin)
-        self.flag = torch.zeros(B, dtype=torch.bool, pin_memory=pin)
-        self.visible = torch.zeros((B, N, N), dtype=torch.bool, pin_memory=pin)
+        self.pinned = {}  # name -> its own pinned host tensor
 
-    def _to(self, host, array):
-        host.copy_(torch.from_numpy(np.asarray(array)))
-        return host.to(self.device, non_blocking=True) if self.device.type != "cpu" else host.clone()
+    def put(self, name, array, dest):
+        """Copy ``array`` into ``dest`` (e.g. a rollout slot) and return ``dest``; no allocation.
 
-    def upload(self, obs, prev_actions, episode_start):
-        return self._to(self.obs, obs), self._to(self.prev, prev_actions), self._to(self.start, episode_start)
-
-    def rewards(self, rewards):
-        return self._to(self.vec, rewards)
-
-    def flags(self, flags):
-        return self._to(self.flag, flags)
-
-    def visibility(self, visible):
-        return self._to(self.visible, visible)
+        Each name has its own pinned buffer, reused once per step: the step's ``actions.cpu()``
+        synchronises, so an asynchronous copy from it is done before it is overwritten.
+        """
+        source = torch.from_numpy(np.asarray(array))
+        if self.device.type == "cuda":
+            if name not in self.pinned:
+                self.pinned[name] = torch.empty(dest.shape, dtype=dest.dtype, pin_memory=True)
+            source = self.pinned[name].copy_(source)
+        return dest.copy_(source, non_blocking=True)
 
 
 def _transform_params(config: Config) -> dict:

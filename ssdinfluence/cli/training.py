@@ -1,4 +1,4 @@
-"""Command line: ``ssdinfluence run | eval | rollout | info``."""
+"""Training and playing commands: ``ssdinfluence run | eval | rollout | info``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__
-from .config import ALGOS, DEVICES, MODELS, PRESETS
-from .envs import ENV_NAMES, make
+from .. import __version__
+from ..config import ALGOS, DEVICES, MODELS, PRESETS
+from ..envs import ENV_NAMES, make
 
 
 class StepCount(click.ParamType):
@@ -48,13 +48,7 @@ RUN_OPTIONS = {
 RESUMABLE = {"steps", "device", "threads"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ssdinfluence")
-def main():
-    """Sequential Social Dilemmas and social influence for multi-agent RL."""
-
-
-@main.command()
+@click.command()
 @click.option("--env", type=click.Choice(ENV_NAMES), help="Game.  [default: cleanup]")
 @click.option("--agents", type=click.IntRange(1), help="Agents per env.  [default: 5]")
 @click.option("--model", type=click.Choice(MODELS),
@@ -101,8 +95,8 @@ def main():
 @click.pass_context
 def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
     """Train independent agents with live progress; Ctrl-C stops cleanly and prints how to resume."""
-    from .config import build_config, load_toml, preset_values
-    from .train import RunFiles
+    from ..config import build_config, load_toml, preset_values
+    from ..train import RunFiles
 
     given = {name for name in flags if ctx.get_parameter_source(name).name == "COMMANDLINE"}
     values = {RUN_OPTIONS[name]: flags[name] for name in given}
@@ -144,7 +138,7 @@ def _train_with_display(config, resume: bool, quiet: bool):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from .train import train
+    from ..train import train
 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
@@ -192,7 +186,7 @@ def _train_with_display(config, resume: bool, quiet: bool):
                       f"  ssdinfluence run --resume {result.run_dir}")
 
 
-@main.command(name="eval")
+@click.command(name="eval")
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path())
 @click.option("--episodes", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--num-envs", type=click.IntRange(1), default=None, help="Envs in parallel (default: min(episodes, 16)).")
@@ -205,8 +199,8 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
     from rich.console import Console
     from rich.table import Table
 
-    from .checkpoint import CheckpointError
-    from .evaluate import evaluate
+    from ..checkpoint import CheckpointError
+    from ..evaluate import evaluate
 
     try:
         result = evaluate(checkpoint_path, episodes=episodes, num_envs=num_envs, seed=seed, greedy=greedy,
@@ -230,7 +224,7 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
         click.echo(f"episodes written to {record}")
 
 
-@main.command()
+@click.command()
 @click.option("--env", "env_name", type=click.Choice(ENV_NAMES), default="cleanup", show_default=True)
 @click.option("--agents", type=click.IntRange(1), default=5, show_default=True, help="Agents per env.")
 @click.option("--num-envs", type=click.IntRange(1), default=64, show_default=True, help="Envs stepped together.")
@@ -279,7 +273,7 @@ def rollout(env_name, agents, num_envs, episodes, horizon, seed, threads):
                   f"(random actions drawn in numpy included)")
 
 
-@main.command()
+@click.command()
 def info():
     """Version, device, Numba threads and the available envs."""
     import numba
@@ -295,6 +289,3 @@ def info():
         click.echo(f"env {name}: map {env.layout.shape[0]}x{env.layout.shape[1]}, {env.num_actions} actions, "
                    f"up to {len(env.layout.spawn_points)} agents")
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m ssdinfluence.cli`` runs the command line."""
+
+from . import main
+
+main()

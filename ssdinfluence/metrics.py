@@ -23,6 +23,19 @@ returns ``float64``. Edge cases (each is tested):
 * ``efficiency`` and ``peace``: the episode length must be positive (``ValueError`` otherwise).
 * ``peace``: nobody is ever tagged out in these envs, so ``tagged_out_steps`` defaults to 0
   and P = N.
+
+Communication and influence measures of the paper (Sec. 6.2), computed from logged episodes
+(``messages [T, N]``, ``actions [T, N]``, ``influence [T, N]``, ``influence_pairs [T, N, N]``):
+
+* :func:`speaker_consistency`: per agent, ``1 - H(A|M) / log A`` and ``1 - H(M|A) / log V``
+  averaged (1: messages and actions determine each other; 0: each is uniform given the other).
+* :func:`instantaneous_coordination`: ``I(x_t^k; a_{t+1}^j)`` for every ordered pair k != j,
+  where x is the speaker's message (symbol/action) or action (action/action), over all steps
+  and at k's influential moments (steps where k's influence is above its mean).
+* :func:`influence_statistics`: mean influence per agent and per (k, j) pair, and the share of
+  influential moments.
+
+Probabilities are plug-in estimates from counts; entropies and mutual information are in nats.
 """
 
 from __future__ import annotations
@@ -34,8 +47,12 @@ __all__ = [
     "EpisodeTracker",
     "efficiency",
     "equality",
+    "influence_statistics",
+    "instantaneous_coordination",
+    "mutual_information",
     "peace",
     "social_outcomes",
+    "speaker_consistency",
     "sustainability",
 ]
 
@@ -281,3 +298,162 @@ class EpisodeTracker:
             values[name] = value
         for name, value in values.items():
             getattr(self, name)[...] = value
+
+
+# ---------------------------------------------------------------------------- communication
+
+
+def _symbols(name: str, values, size: int) -> np.ndarray:
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must be integer symbols, got dtype {values.dtype}")
+    if values.size and (values.min() < 0 or values.max() >= size):
+        raise ValueError(f"{name} must lie in [0, {size}), got values in [{values.min()}, {values.max()}]")
+    return values.astype(np.int64)
+
+
+def _joint_counts(x: np.ndarray, y: np.ndarray, nx: int, ny: int) -> np.ndarray:
+    """``[nx, ny] float64`` counts of the pairs (x[i], y[i])."""
+    return np.bincount(x * ny + y, minlength=nx * ny).reshape(nx, ny).astype(np.float64)
+
+
+def _conditional_entropy(joint: np.ndarray) -> float:
+    """``H(Y | X)`` in nats from joint counts ``[nx, ny]`` (rows: X); 0 for an empty table."""
+    total = joint.sum()
+    if total == 0:
+        return 0.0
+    row = joint.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(joint > 0, joint * np.log(joint / row), 0.0)
+    return float(-terms.sum() / total)
+
+
+def mutual_information(x, y, nx: int, ny: int) -> float:
+    """Plug-in mutual information ``I(X; Y)`` in nats of paired samples.
+
+    Args:
+        x: ``[S]`` int, symbols in ``[0, nx)``.
+        y: ``[S]`` int, symbols in ``[0, ny)``, paired with x.
+        nx, ny: alphabet sizes.
+
+    Returns:
+        float >= 0; NaN if there are no samples.
+    """
+    x, y = _symbols("x", x, nx), _symbols("y", y, ny)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x {x.shape} and y {y.shape} must be 1-d arrays of the same length")
+    if x.size == 0:
+        return float("nan")
+    joint = _joint_counts(x, y, nx, ny) / x.size
+    outer = joint.sum(axis=1, keepdims=True) * joint.sum(axis=0, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(joint > 0, joint * np.log(joint / outer), 0.0)
+    return max(float(terms.sum()), 0.0)  # exact algebra is >= 0; clamp rounding noise
+
+
+def speaker_consistency(messages, actions, vocabulary: int, num_actions: int) -> np.ndarray:
+    """Each agent's speaker consistency: how consistently its messages and actions go together.
+
+    ``0.5 * [(1 - H(A^k | M^k) / log A) + (1 - H(M^k | A^k) / log V)]``, from the joint counts of
+    the message ``m_t^k`` and action ``a_t^k`` agent k chose at the same step t.
+
+    Args:
+        messages: ``[T, N]`` int, messages in ``[0, vocabulary)`` (the ``messages`` log field).
+        actions: ``[T, N]`` int, actions in ``[0, num_actions)``.
+        vocabulary: V >= 2; num_actions: A >= 2.
+
+    Returns:
+        ``[N] float64`` in [0, 1]: 1 when each determines the other (a deterministic speaker
+        whose message names its action); NaN for an agent when T = 0.
+    """
+    if vocabulary < 2 or num_actions < 2:
+        raise ValueError(f"vocabulary ({vocabulary}) and num_actions ({num_actions}) must be at least 2")
+    messages = _symbols("messages", messages, vocabulary)
+    actions = _symbols("actions", actions, num_actions)
+    if messages.shape != actions.shape or messages.ndim != 2:
+        raise ValueError(f"messages {messages.shape} and actions {actions.shape} must both have shape [T, N]")
+    out = np.full(messages.shape[1], np.nan)
+    if messages.shape[0] == 0:
+        return out
+    for k in range(messages.shape[1]):
+        joint = _joint_counts(messages[:, k], actions[:, k], vocabulary, num_actions)  # rows: M
+        action_given_message = 1.0 - _conditional_entropy(joint) / np.log(num_actions)
+        message_given_action = 1.0 - _conditional_entropy(joint.T) / np.log(vocabulary)
+        out[k] = 0.5 * (action_given_message + message_given_action)
+    return out
+
+
+def instantaneous_coordination(source, actions, source_size: int, num_actions: int,
+                               episode_length=None, moments=None) -> np.ndarray:
+    """``I(x_t^k; a_{t+1}^j)`` for every ordered pair (k, j), k != j.
+
+    With ``source`` the messages this is symbol/action coordination (does j's next action
+    follow k's message?); with ``source = actions`` it is action/action coordination. The
+    paper reports the mean over steps (the estimate over all step pairs) and the max over pairs.
+
+    Args:
+        source: ``[T, N]`` int, x_t^k in ``[0, source_size)``.
+        actions: ``[T, N]`` int, a_t^j in ``[0, num_actions)``.
+        source_size, num_actions: alphabet sizes.
+        episode_length: ``[E]`` int lengths of the consecutive episodes the T rows hold (sum = T),
+            so that no pair (t, t+1) crosses an episode boundary; None: one episode.
+        moments: optional ``[T, N] bool``; only steps t where ``moments[t, k]`` (e.g. k's
+            influential moments) count for speaker k.
+
+    Returns:
+        ``[N, N] float64`` in nats, [k, j] = I(x^k; a^j at the next step); NaN on the diagonal
+        and where no step pair was counted.
+    """
+    source = _symbols("source", source, source_size)
+    actions = _symbols("actions", actions, num_actions)
+    if source.shape != actions.shape or source.ndim != 2:
+        raise ValueError(f"source {source.shape} and actions {actions.shape} must both have shape [T, N]")
+    T, N = source.shape
+    lengths = np.array([T] if episode_length is None else episode_length, dtype=np.int64).reshape(-1)
+    if np.any(lengths < 0) or lengths.sum() != T:
+        raise ValueError(f"episode_length must be non-negative and sum to T = {T}, got sum {lengths.sum()}")
+    has_next = np.ones(T, bool)  # row t pairs with row t + 1 unless t ends an episode
+    has_next[np.cumsum(lengths)[lengths > 0] - 1] = False
+    if moments is not None:
+        moments = np.asarray(moments, bool)
+        if moments.shape != (T, N):
+            raise ValueError(f"moments has shape {moments.shape}, expected {(T, N)}")
+    out = np.full((N, N), np.nan)
+    t = np.flatnonzero(has_next)
+    for k in range(N):
+        rows = t if moments is None else t[moments[t, k]]
+        if rows.size == 0:
+            continue
+        for j in range(N):
+            if j != k:
+                out[k, j] = mutual_information(source[rows, k], actions[rows + 1, j], source_size, num_actions)
+    return out
+
+
+def influence_statistics(influence, influence_pairs=None) -> dict[str, np.ndarray]:
+    """Summary of logged per-step influence.
+
+    Args:
+        influence: ``[T, N]`` float, influence agent k exerted at step t (the ``influence``
+            log field).
+        influence_pairs: optional ``[T, N, N]`` float, [t, k, j] = k's influence on j.
+
+    Returns:
+        dict of ``mean`` ``[N]`` (mean influence per agent), ``moment_share`` ``[N]`` (share of
+        steps that are k's influential moments, influence above k's mean), ``moments``
+        ``[T, N] bool`` (those steps), and with pairs ``pairs`` ``[N, N]`` (mean per pair); all float64 except ``moments``; NaN means for T = 0.
+    """
+    influence = np.asarray(influence, np.float64)
+    if influence.ndim != 2:
+        raise ValueError(f"influence must have shape [T, N], got {influence.shape}")
+    T, N = influence.shape
+    with np.errstate(invalid="ignore"):
+        mean = influence.mean(axis=0) if T else np.full(N, np.nan)
+        moments = influence > mean
+    out = {"mean": mean, "moment_share": moments.mean(axis=0) if T else np.full(N, np.nan), "moments": moments}
+    if influence_pairs is not None:
+        pairs = np.asarray(influence_pairs, np.float64)
+        if pairs.shape != (T, N, N):
+            raise ValueError(f"influence_pairs has shape {pairs.shape}, expected {(T, N, N)}")
+        out["pairs"] = pairs.mean(axis=0) if T else np.full((N, N), np.nan)
+    return out

@@ -15,8 +15,12 @@ from ssdinfluence.metrics import (
     EpisodeTracker,
     efficiency,
     equality,
+    influence_statistics,
+    instantaneous_coordination,
+    mutual_information,
     peace,
     social_outcomes,
+    speaker_consistency,
     sustainability,
 )
 
@@ -322,3 +326,86 @@ def test_metrics_and_rewards_do_not_import_torch():
     code = ("import sys, ssdinfluence.metrics, ssdinfluence.rewards; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- communication
+
+LOG2 = np.log(2.0)
+
+
+def test_mutual_information_hand_computed():
+    assert mutual_information([0, 1, 0, 1], [0, 1, 0, 1], 2, 2) == pytest.approx(LOG2)  # Y = X
+    assert mutual_information([0, 0, 1, 1], [0, 1, 0, 1], 2, 2) == pytest.approx(0.0, abs=1e-12)  # independent
+    # p(0,0)=1/2, p(1,0)=1/4, p(1,1)=1/4: I = H(Y) - H(Y|X) = H(3/4, 1/4) - 1/2 log 2
+    h = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert mutual_information([0, 0, 1, 1], [0, 0, 0, 1], 2, 2) == pytest.approx(h - 0.5 * LOG2)
+    assert np.isnan(mutual_information(np.zeros(0, int), np.zeros(0, int), 2, 2))
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 2\)"):
+        mutual_information([0, 1], [0, 2], 2, 2)
+
+
+def test_speaker_consistency_hand_computed():
+    # Agent 0: deterministic speaker whose message names its action -> 1.
+    # Agent 1: m = [0, 0, 1, 1], a = [0, 1, 2, 2], V = 2, A = 4: H(A|M) = 1/2 log 2, so the first
+    #   term is 1 - (1/2 log 2) / log 4 = 3/4; H(M|A) = 0, so the second is 1 -> 0.875.
+    # Agent 2: one constant message, actions uniform over 4: H(A|M) = log 4 -> 0; H(M|A) = 0 -> 1.
+    messages = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    actions = np.array([[0, 0, 0], [1, 1, 1], [0, 2, 2], [1, 2, 3]])
+    out = speaker_consistency(messages, actions, vocabulary=2, num_actions=4)
+    np.testing.assert_allclose(out, [1.0, 0.875, 0.5])
+    assert np.isnan(speaker_consistency(np.zeros((0, 2), int), np.zeros((0, 2), int), 2, 4)).all()
+    with pytest.raises(ValueError, match="shape"):
+        speaker_consistency(messages[:, :2], actions, 2, 4)
+    with pytest.raises(ValueError, match="integer"):
+        speaker_consistency(messages.astype(float), actions, 2, 4)
+
+
+def test_instantaneous_coordination_follows_the_speaker_and_respects_episodes():
+    rng = np.random.default_rng(0)
+    T = 400
+    messages = rng.integers(0, 2, (T, 3))
+    actions = rng.integers(0, 4, (T, 3))
+    actions[1:, 1] = messages[:-1, 0]  # agent 1's next action copies agent 0's message
+    out = instantaneous_coordination(messages, actions, 2, 4)
+    p = messages[:-1, 0].mean()
+    entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert out[0, 1] == pytest.approx(entropy)  # I(m^0_t; a^1_{t+1}) = H(m^0)
+    assert np.isnan(np.diag(out)).all()
+    others = out[~np.eye(3, dtype=bool)]
+    assert np.sort(others)[-2] < 0.05  # every other pair is independent (small plug-in bias)
+    # Two episodes of 200 steps: the pair (199, 200) crosses the boundary and must not count.
+    broken = actions.copy()
+    broken[200, 1] = 1 - messages[199, 0]  # the one step pair across the boundary does not copy
+    assert instantaneous_coordination(messages, broken, 2, 4)[0, 1] < entropy - 1e-6
+    split = instantaneous_coordination(messages, broken, 2, 4, episode_length=[200, 200])
+    p = np.concatenate([messages[:199, 0], messages[200:-1, 0]]).mean()
+    assert split[0, 1] == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
+    with pytest.raises(ValueError, match="sum to T"):
+        instantaneous_coordination(messages, actions, 2, 4, episode_length=[100])
+
+
+def test_instantaneous_coordination_at_moments_uses_only_those_steps():
+    # At k's moments agent 1 copies agent 0's action; elsewhere it does the opposite.
+    source = np.array([[0, 0], [1, 0], [0, 0], [1, 0], [0, 0], [1, 0], [0, 0]])
+    actions = source.copy()
+    moments = np.zeros((7, 2), bool)
+    moments[[0, 1, 2], 0] = True
+    for t in range(6):
+        actions[t + 1, 1] = source[t, 0] if moments[t, 0] else 1 - source[t, 0]
+    out = instantaneous_coordination(source, actions, 2, 2, moments=moments)
+    # at moments t = 0, 1, 2 the pairs are (0,0), (1,1), (0,0): I = H(1/3, 2/3)
+    assert out[0, 1] == pytest.approx(-(np.log(1 / 3) / 3 + 2 / 3 * np.log(2 / 3)))
+    assert np.isnan(out[1, 0])  # agent 1 has no moments
+
+
+def test_influence_statistics_hand_computed():
+    influence = np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 0.0]])
+    pairs = np.zeros((3, 2, 2))
+    pairs[:, 0, 1] = influence[:, 0]
+    out = influence_statistics(influence, pairs)
+    np.testing.assert_allclose(out["mean"], [2.0, 0.0])
+    np.testing.assert_allclose(out["moment_share"], [1 / 3, 0.0])  # only step 1 is above the mean
+    np.testing.assert_array_equal(out["moments"][:, 0], [False, True, False])
+    np.testing.assert_allclose(out["pairs"], [[0.0, 2.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="influence_pairs"):
+        influence_statistics(influence, pairs[:2])

@@ -1,6 +1,7 @@
 """Command line: ``ssdinfluence COMMAND``; each group of commands lives in its own module.
 
 * :mod:`.training`: ``run``, ``eval``, ``rollout``, ``info``
+* :mod:`.analysis`: ``analyze``, ``plot``, ``compare``
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .analysis import analyze, compare, plot
 from .training import eval_command, info, rollout, run
 
 
@@ -17,5 +19,5 @@ def main():
     """Sequential Social Dilemmas and social influence for multi-agent RL."""
 
 
-for command in (run, eval_command, rollout, info):
+for command in (run, eval_command, rollout, info, analyze, plot, compare):
     main.add_command(command)

@@ -450,7 +450,7 @@ class TrajectoryReader:
         state s_t (beams, agents in their colours with a darker mark on the side they face).
         ``start`` and ``stop`` follow Python slice rules within the episode.
         """
-        from .envs.base import render_frame
+        from .envs.base import map_codes, render_frame
 
         if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
@@ -463,11 +463,7 @@ class TrajectoryReader:
             beams = self._steps["beams"][rows]
             positions = self._steps["positions"][rows].astype(np.int64)
             orientations = self._steps["orientations"][rows]
-        codes = grid.copy()
-        codes[beams == tiles.BEAM_FIRE] = tiles.FIRE_BEAM
-        codes[beams == tiles.BEAM_CLEAN] = tiles.CLEAN_BEAM
-        steps = np.arange(len(codes))[:, None]
-        codes[steps, positions[..., 0], positions[..., 1]] = tiles.AGENT_BASE + np.arange(self.num_agents)
+        codes = map_codes(grid, positions, beams)
         H, W = self.map_shape
         out = np.empty((len(codes), H * scale, W * scale, 3), np.uint8)
         for t in range(len(codes)):

@@ -313,6 +313,21 @@ class BatchedEnv:
                 f"map={self.layout.shape[0]}x{self.layout.shape[1]})")
 
 
+def map_codes(grid: np.ndarray, positions: np.ndarray, beams: np.ndarray) -> np.ndarray:
+    """Whole-map view codes of T stacked states, ``[T, H, W] uint8`` (a new array).
+
+    The numpy twin of :func:`.core.render_codes` for logged states: tiles of ``grid``
+    ([T, H, W] uint8), overwritten by the beams of ``beams`` ([T, H, W] uint8, 0 none, 1 fire,
+    2 clean), then agent k (``positions`` [T, N, 2] integer (row, col)) as code ``AGENT_BASE + k``.
+    """
+    codes = np.array(grid, dtype=np.uint8)
+    codes[beams == tiles.BEAM_FIRE] = tiles.FIRE_BEAM
+    codes[beams == tiles.BEAM_CLEAN] = tiles.CLEAN_BEAM
+    steps = np.arange(len(codes))[:, None]
+    codes[steps, positions[..., 0], positions[..., 1]] = tiles.AGENT_BASE + np.arange(positions.shape[1])
+    return codes
+
+
 def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndarray,
                  palette: np.ndarray, scale: int) -> np.ndarray:
     """RGB image of a code map ([H, W] uint8) with agents' facing marked, [H*s, W*s, 3] uint8."""

@@ -1,6 +1,7 @@
 """Command line: ``ssdinfluence COMMAND``; each group of commands lives in its own module.
 
 * :mod:`.training`: ``run``, ``eval``, ``rollout``, ``info``
+* :mod:`.sweep`: ``sweep``
 * :mod:`.render`: ``render``
 * :mod:`.analysis`: ``analyze``, ``plot``, ``compare``
 """
@@ -12,6 +13,7 @@ import click
 from .. import __version__
 from .analysis import analyze, compare, plot
 from .render import render
+from .sweep import sweep
 from .training import eval_command, info, rollout, run
 
 
@@ -21,5 +23,5 @@ def main():
     """Sequential Social Dilemmas and social influence for multi-agent RL."""
 
 
-for command in (run, eval_command, rollout, info, render, analyze, plot, compare):
+for command in (run, eval_command, rollout, info, render, analyze, plot, compare, sweep):
     main.add_command(command)

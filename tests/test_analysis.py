@@ -213,3 +213,47 @@ def test_plot_rejects_unknown_metric_and_format(tmp_path):
     assert result.exit_code == 2 and "'happiness' is not a column" in result.output
     result = invoke("plot", run, "-o", tmp_path / "c.txt")
     assert result.exit_code == 2 and ".png, .pdf or .svg" in result.output
+
+
+def fake_sweep(root):
+    """A sweep directory whose manifest lists two finished seeds, an interrupted and a failed trial."""
+    from ssdinfluence.sweep import MANIFEST_FORMAT
+
+    trials = [("baseline-s0", "finished", [10.0], 0), ("baseline-s1", "finished", [20.0], 1),
+              ("baseline-s2", "interrupted", [90.0], 2), ("baseline-s3", "failed", None, 3)]
+    records = []
+    for trial_id, status, finals, seed in trials:
+        if finals:
+            fake_run(root / "runs" / trial_id, finals, seed=seed)
+        records.append({"id": trial_id, "run_dir": f"runs/{trial_id}", "env": "harvest", "model": "baseline",
+                        "seed": seed, "status": status,
+                        "error": "Traceback ...\nRuntimeError: out of memory" if status == "failed" else None})
+    (root / "manifest.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "version": 1, "trials": records}))
+    return root
+
+
+def test_report_compares_finished_trials_and_plots(tmp_path):
+    sweep = fake_sweep(tmp_path / "sweep")
+    result = invoke("report", sweep, "--window", "0.05")
+    assert result.exit_code == 0, result.output
+    assert "4 trials: 1 failed, 2 finished, 1 interrupted" in result.output
+    assert "failed baseline-s3: RuntimeError: out of memory" in result.output
+    assert "0,1" in result.output and "485" in result.output  # the finished seeds; the paper's value
+    assert (sweep / "curves.png").stat().st_size > 0
+    (row,) = json.loads(invoke("report", sweep, "--window", "0.05", "--json", "--no-plot").output)["comparison"]
+    assert row["seeds"] == [0, 1] and row["collective_return"]["mean"] == 15.0
+    (row,) = json.loads(invoke("report", sweep, "--window", "0.05", "--json", "--no-plot",
+                               "--unfinished").output)["comparison"]
+    assert row["seeds"] == [0, 1, 2] and row["collective_return"]["mean"] == 40.0
+
+
+def test_report_rejects_what_is_not_a_finished_sweep(tmp_path):
+    result = invoke("report", tmp_path)
+    assert result.exit_code == 2 and "not a sweep directory" in result.output
+    sweep = fake_sweep(tmp_path / "sweep")
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    for record in manifest["trials"]:
+        record["status"] = "pending"
+    (sweep / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("report", sweep)
+    assert result.exit_code == 2 and "no finished trial has metrics yet (4 pending)" in result.output

@@ -3,7 +3,7 @@
 * :mod:`.training`: ``run``, ``eval``, ``rollout``, ``info``
 * :mod:`.sweep`: ``sweep``
 * :mod:`.render`: ``render``
-* :mod:`.analysis`: ``analyze``, ``plot``, ``compare``
+* :mod:`.analysis`: ``analyze``, ``plot``, ``compare``, ``report``
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .analysis import analyze, compare, plot
+from .analysis import analyze, compare, plot, report
 from .render import render
 from .sweep import sweep
 from .training import eval_command, info, rollout, run
@@ -23,5 +23,5 @@ def main():
     """Sequential Social Dilemmas and social influence for multi-agent RL."""
 
 
-for command in (run, eval_command, rollout, info, render, analyze, plot, compare, sweep):
+for command in (run, eval_command, rollout, info, render, analyze, plot, compare, sweep, report):
     main.add_command(command)

@@ -1,4 +1,4 @@
-"""Commands that read saved runs: ``ssdinfluence analyze | plot | compare``.
+"""Commands that read saved runs: ``ssdinfluence analyze | plot | compare | report``.
 
 Each is a thin layer over :mod:`ssdinfluence.analysis`: it turns :class:`RunError` (missing
 run, empty log, unreadable file) and bad options into click errors (exit code 2).
@@ -15,6 +15,13 @@ from ..analysis import RunError
 RUNS = click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path())
 WINDOW = click.option("--window", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
                       help="Final metrics: mean over the last fraction of each run's env steps.")
+DROP = click.option("--drop-nonlearning", is_flag=True,
+                    help="Drop seeds where an agent's final return is below --min-agent-return (the paper's Harvest rule).")
+MIN_RETURN = click.option("--min-agent-return", type=float, default=1.0, show_default=True)
+METRIC = click.option("--metric", default="collective_return", show_default=True, help="Any metrics.csv column.")
+SMOOTH = click.option("--smooth", type=click.IntRange(1), default=10, show_default=True,
+                      help="Trailing mean over this many updates.")
+AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -44,7 +51,7 @@ def _find(run_dirs):
 @click.option("--last", type=click.IntRange(1), default=10, show_default=True,
               help="Logged episodes (the latest) that the log measures use.")
 @WINDOW
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@AS_JSON
 def analyze(run_dirs, last, window, as_json):
     """Returns, social outcomes, influence and communication measures of saved runs.
 
@@ -132,34 +139,36 @@ def _analysis_tables(result: dict) -> list:
 @click.command()
 @RUNS
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Image file: .png, .pdf or .svg.")
-@click.option("--metric", default="collective_return", show_default=True, help="Any metrics.csv column.")
-@click.option("--smooth", type=click.IntRange(1), default=10, show_default=True,
-              help="Trailing mean over this many updates.")
+@METRIC
+@SMOOTH
 @click.option("--paper/--no-paper", default=True, show_default=True,
               help="Dashed lines at the paper's Table 4 values (collective return).")
 def plot(run_dirs, output, metric, smooth, paper):
     """Learning curves: a metric against env steps, mean and 95% band across seeds per model."""
+    runs = _find(run_dirs)
+    path = _plot(runs, output, metric, smooth, paper)
+    click.echo(f"{len(runs)} run(s) plotted to {path}")
+
+
+def _plot(runs, output, metric, smooth, paper=True):
     from ..analysis import plot_curves
 
-    runs = _find(run_dirs)
     try:
-        path = plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper)
+        return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper)
     except RunError as error:
         raise click.BadParameter(str(error), param_hint="--metric" if metric in str(error) else "RUN_DIR") from error
     except ImportError as error:
         raise click.UsageError(str(error)) from error
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--output") from error
-    click.echo(f"{len(runs)} run(s) plotted to {path}")
 
 
 @click.command()
 @RUNS
 @WINDOW
-@click.option("--drop-nonlearning", is_flag=True,
-              help="Drop seeds where an agent's final return is below --min-agent-return (the paper's Harvest rule).")
-@click.option("--min-agent-return", type=float, default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@DROP
+@MIN_RETURN
+@AS_JSON
 def compare(run_dirs, window, drop_nonlearning, min_agent_return, as_json):
     """Final metrics per model (mean ± 95% CI over seeds) next to the paper's Table 4."""
     rows = _comparison(_find(run_dirs), window, drop_nonlearning, min_agent_return)
@@ -167,6 +176,52 @@ def compare(run_dirs, window, drop_nonlearning, min_agent_return, as_json):
         click.echo(json.dumps(rows, indent=2))
     else:
         print_comparison(rows)
+
+
+@click.command()
+@click.argument("sweep_dir", type=click.Path())
+@WINDOW
+@DROP
+@MIN_RETURN
+@click.option("--unfinished", is_flag=True, help="Also include trials that have not finished (interrupted, failed).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Curves file (.png, .pdf, .svg).  [default: SWEEP_DIR/curves.png]")
+@click.option("--no-plot", is_flag=True, help="Only the table.")
+@METRIC
+@SMOOTH
+@AS_JSON
+def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, output, no_plot, metric, smooth,
+           as_json):
+    """A sweep's comparison across models and seeds next to the paper's Table 4, and its curves."""
+    from collections import Counter
+    from pathlib import Path
+
+    from ..sweep import load_manifest
+
+    root = Path(sweep_dir)
+    try:
+        records = load_manifest(root)
+    except (OSError, ValueError) as error:
+        raise click.BadParameter(str(error), param_hint="SWEEP_DIR") from error
+    counts = Counter(record["status"] for record in records)
+    wanted = [r for r in records if r["status"] == "finished" or unfinished]
+    runs = [root / r["run_dir"] for r in wanted if (root / r["run_dir"] / "metrics.csv").exists()]
+    if not runs:
+        raise click.BadParameter(f"{root}: no {'trial' if unfinished else 'finished trial'} has metrics yet "
+                                 f"({', '.join(f'{n} {s}' for s, n in counts.items())})", param_hint="SWEEP_DIR")
+    rows = _comparison(runs, window, drop_nonlearning, min_agent_return)
+    if as_json:
+        click.echo(json.dumps({"trials": dict(counts), "comparison": rows}, indent=2))
+    else:
+        click.echo(f"{root}: {len(records)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        for record in records:
+            if record["status"] == "failed" and record.get("error"):
+                click.echo(f"  failed {record['id']}: {record['error'].strip().splitlines()[-1]}")
+        print_comparison(rows)
+    if not no_plot:
+        path = _plot(runs, output or root / "curves.png", metric, smooth)
+        if not as_json:
+            click.echo(f"curves of {len(runs)} run(s) in {path}")
 
 
 def _comparison(runs, window, drop_nonlearning, min_agent_return) -> list[dict]:

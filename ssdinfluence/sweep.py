@@ -47,7 +47,6 @@ MANIFEST_VERSION = 1
 RESERVED = {"out": "the sweep sets each trial's run directory", "seed": "use the seeds axis",
             "threads": "the backend sets threads per trial (--threads-per-trial)"}
 SPEC_KEYS = ("name", "preset", "base", "grid", "random", "seeds", "models")
-RANDOM_KEYS = ("samples", "rng_seed")
 ERROR_CHARS = 4000  # tail of a failed trial's traceback kept in the manifest
 POLL_S = 1.0
 SAVE_EVERY_S = 5.0  # progress-only manifest updates are throttled to this interval
@@ -228,12 +227,12 @@ def load_manifest(sweep_dir: str | Path) -> list[dict]:
 
     Each record: ``id``; ``run_dir`` (relative to the sweep directory); ``env``, ``model``,
     ``seed``; ``overrides`` (the Config fields the trial sets); ``total_steps`` (its ``steps``);
-    ``status`` (pending | running | finished | failed | interrupted); ``attempts`` (times
-    started); ``error`` (tail of the last failure's traceback, else None); ``started``,
-    ``ended`` (ISO 8601 UTC of the last attempt, or None); ``env_steps`` (reached, from its
-    checkpoint when it ended, from metrics.csv while running); ``collective_return`` (the last
-    finite value in metrics.csv, or None); ``eta_s`` (while running, else None);
-    ``duration_s`` (training wall time summed over attempts).
+    ``status`` (one of :data:`STATUSES`: pending | running | finished | failed | interrupted);
+    ``attempts`` (times started); ``error`` (tail of the last failure's traceback, else None);
+    ``started``, ``ended`` (ISO 8601 UTC of the last attempt, or None); ``env_steps`` (reached:
+    from its checkpoint once it ended, what a resume starts from; from metrics.csv while
+    running); ``collective_return`` (the last finite value in metrics.csv, or None); ``eta_s``
+    (while running, else None); ``duration_s`` (wall time summed over attempts).
     """
     records = _read_manifest(Path(sweep_dir))
     if records is None:
@@ -292,9 +291,9 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
     """
     root = Path(sweep_dir).resolve()
     trials = expand(spec)
-    records = plan(root, trials)
     root.mkdir(parents=True, exist_ok=True)
     with _driver_lock(root):
+        records = plan(root, trials)
         by_id = {r["id"]: r for r in records}
         for r in records:
             if r["status"] == "running":  # a driver that died without recording the end

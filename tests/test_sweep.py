@@ -304,6 +304,18 @@ def test_bad_options_exit_2(args, message, tmp_path, monkeypatch):
     assert message in result.output
 
 
+def test_a_failed_trial_gives_exit_status_1_and_its_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text('name = "fail"\n' + TINY_TOML)
+    (tmp_path / "sweeps" / "fail" / "runs").mkdir(parents=True)
+    (tmp_path / "sweeps" / "fail" / "runs" / "harvest-baseline-s0").write_text("not a directory")
+    result = invoke("sweep", "--config", "s.toml", "--steps", "32", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "1 failed; sweep directory sweeps/fail" in result.output
+    assert "harvest-baseline-s0 failed: FileExistsError" in result.output
+    assert "ssdinfluence sweep --resume sweeps/fail" in result.output
+
+
 def test_unknown_option_in_sweep_file_and_missing_ray_exit_2(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.toml").write_text("[grid]\nlearning_rate = [0.1, 0.2]\n")

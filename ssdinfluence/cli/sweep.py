@@ -29,14 +29,15 @@ from .training import StepCount
               help="Trials at once (local default: min(trials, cores); ray default: all, Ray queues them).")
 @click.option("--threads-per-trial", type=click.IntRange(1),
               help="Threads of each trial (local default: cores // workers; ray default: --cpus-per-trial).")
-@click.option("--ray-address", help="Ray cluster to join, e.g. auto or ray://HOST:10001 (default: a local Ray).")
+@click.option("--ray-address",
+              help="Ray cluster to join: auto on a node of a running cluster (default: start a local Ray). "
+                   "The sweep directory must be on a filesystem every node mounts at the same path.")
 @click.option("--cpus-per-trial", type=click.IntRange(1), default=1, show_default=True, help="ray: CPUs per trial.")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="ray: GPUs per trial; a fraction shares a GPU (0.25: four trials per GPU).")
 @click.option("--dry-run", is_flag=True, help="Print the trials and their status; run nothing.")
 @click.option("--quiet", is_flag=True, help="No live table; one line per trial that starts or ends.")
-@click.pass_context
-def sweep(ctx, spec_file, resume_dir, env, models, seeds, steps, settings, preset, name, out, backend, workers,
+def sweep(spec_file, resume_dir, env, models, seeds, steps, settings, preset, name, out, backend, workers,
           threads_per_trial, ray_address, cpus_per_trial, gpus_per_trial, dry_run, quiet):
     """Run a sweep of trials (one run directory each) with a manifest; rerun to resume it.
 
@@ -170,6 +171,8 @@ def _run_with_display(console, out: str, spec, envs: list[str], backend: str, qu
     except KeyboardInterrupt:
         aborted = True
         records = load_manifest(out)
+    except ValueError as error:  # another driver holds the sweep directory
+        raise click.ClickException(str(error)) from error
     finally:
         if live:
             live.stop()

@@ -178,6 +178,8 @@ def test_analyze_compare_and_plot_commands(trained, tmp_path):
     assert result.exit_code == 0, result.output
     for text in ("collective return", "speaker consistency", "symbol / action", "influence of agent k"):
         assert text in result.output
+    result = invoke("analyze", fake_run(tmp_path / "unlogged", [1.0]))
+    assert result.exit_code == 0 and "no logged episode" in result.output
     result = invoke("analyze", trained, "--json")
     assert result.exit_code == 0, result.output
     assert sorted(r["model"] for r in json.loads(result.output)) == ["baseline", "baseline", "comm", "comm"]

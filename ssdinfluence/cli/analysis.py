@@ -82,7 +82,9 @@ def _analysis_tables(result: dict) -> list:
     N = len(final["returns_per_agent"])
     title = f"{result['run']}: {result['env']}, model {result['model']}, seed {result['seed']}, " \
             f"{result['env_steps']:,} env steps"
-    outcomes = Table(title=title, title_justify="left")
+    caption = None if log else ("no logged episode (trajectories.h5 missing or empty): influence moments, "
+                                "coordination and speaker consistency need --log-trajectories")
+    outcomes = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     outcomes.add_column("measure")
     outcomes.add_column("final (metrics.csv)", justify="right")
     if log:

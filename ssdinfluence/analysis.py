@@ -152,11 +152,11 @@ def load_run(path) -> Run:
     try:
         config = json.loads((root / "config.json").read_text())
         metrics = _read_metrics(root / "metrics.csv")
+    except RunError:
+        raise
     except FileNotFoundError as error:
         raise RunError(f"{root}: not a run directory ({Path(error.filename).name} is missing)") from error
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        if isinstance(error, RunError):
-            raise
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{root}: unreadable run files ({error})") from error
     for name in ("env", "model", "seed"):
         if name not in config:

@@ -187,6 +187,11 @@ def test_local_sweep_runs_trials_records_a_failure_and_reruns_only_what_is_left(
     assert [r["attempts"] for r in records] == [1, 1, 1, 2] and records[3]["error"] is None
     assert {p: (p / "checkpoint.pt").stat().st_mtime_ns for p in mtimes} == mtimes  # finished ones untouched
 
+    report = invoke("report", str(sweep_dir), "--json", "--no-plot")  # the finished sweep, compared
+    assert report.exit_code == 0, report.output
+    rows = json.loads(report.output)["comparison"]
+    assert [(row["label"], row["seeds"]) for row in rows] == [("baseline", [0, 1]), ("visible", [0, 1])]
+
     manifest = (sweep_dir / "manifest.json").read_text()
     assert run_sweep(sweep_dir, spec) == records  # nothing left: nothing runs
     assert json.loads((sweep_dir / "manifest.json").read_text())["trials"] == json.loads(manifest)["trials"]

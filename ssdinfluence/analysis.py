@@ -97,12 +97,17 @@ class Run:
         return self.root / "trajectories.h5"
 
     def final(self, column: str, window: float = 0.1) -> float:
-        """Mean of ``column`` over the updates in the last ``window`` fraction of env steps
-        (NaN rows, e.g. updates in which no episode ended, ignored; NaN if none is left)."""
-        steps = self.metrics["env_steps"]
-        values = self.metrics[column][steps >= (1.0 - window) * steps[-1]]
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if values.size else float("nan")
+        """Mean of ``column`` over the updates in the last ``window`` fraction of env steps.
+
+        Rows without a value (updates in which no episode ended) are ignored; if no row in the
+        window has one (a short run, whose envs all end their episodes together), the last row
+        that has one is used; NaN if none has."""
+        steps, values = self.metrics["env_steps"], self.metrics[column]
+        finite = np.isfinite(values)
+        in_window = finite & (steps >= (1.0 - window) * steps[-1])
+        if in_window.any():
+            return float(values[in_window].mean())
+        return float(values[finite][-1]) if finite.any() else float("nan")
 
 
 # ---------------------------------------------------------------------------- reading runs

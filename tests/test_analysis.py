@@ -136,6 +136,16 @@ def test_compare_runs_drops_seeds_where_an_agent_never_learned(tmp_path):
     assert analysis.compare_runs(runs, window=0.05)[0]["collective_return"]["mean"] == 20.0
 
 
+def test_final_value_falls_back_to_the_last_update_that_ended_episodes(tmp_path):
+    nan = float("nan")
+    run = analysis.Run(tmp_path, {}, {"env_steps": np.array([10.0, 20.0, 30.0, 40.0]),
+                                      "collective_return": np.array([nan, 5.0, 7.0, nan]),
+                                      "peace": np.full(4, nan)})
+    assert run.final("collective_return", window=0.1) == 7.0  # nothing ended in [36, 40]
+    assert run.final("collective_return", window=0.5) == 6.0  # steps 20..40: mean of 5 and 7
+    assert np.isnan(run.final("peace"))
+
+
 def test_inequity_aversion_is_compared_with_its_own_paper_row(tmp_path):
     row = analysis.compare_runs([fake_run(tmp_path / "a", [1.0], env="cleanup", reward_transform="inequity")])[0]
     assert (row["label"], row["paper"]) == ("baseline+inequity", 275)

@@ -37,6 +37,15 @@ def _fmt_steps(steps: int) -> str:
     return f"{steps / 1e6:.3g}M" if steps >= 1e5 else f"{steps:,}"
 
 
+def _console():
+    """A rich console; piped into a file or another program its tables are not squeezed into 80
+    columns (a terminal's own width is used when there is one)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def _find(run_dirs):
     from ..analysis import find_runs
 
@@ -67,9 +76,7 @@ def analyze(run_dirs, last, window, as_json):
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    from rich.console import Console
-
-    console = Console()
+    console = _console()
     for result in results:
         for table in _analysis_tables(result):
             console.print(table)
@@ -237,7 +244,6 @@ def _comparison(runs, window, drop_nonlearning, min_agent_return) -> list[dict]:
 
 def print_comparison(rows: list[dict]) -> None:
     """Print :func:`~ssdinfluence.analysis.compare_runs` rows: one rich table per env."""
-    from rich.console import Console
     from rich.table import Table
 
     from ..metrics import OUTCOME_KEYS
@@ -247,7 +253,7 @@ def print_comparison(rows: list[dict]) -> None:
             return "n/a"
         return _fmt(entry["mean"], digits) + ("" if entry["ci"] is None else f" ± {_fmt(entry['ci'], digits)}")
 
-    console = Console()
+    console = _console()
     for env in sorted({row["env"] for row in rows}):
         table = Table(title=f"{env}: final metrics, mean ± 95% CI over seeds; paper: Table 4", title_justify="left")
         table.add_column("model", no_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
 import sys
 
 import numpy as np
@@ -178,6 +179,12 @@ def test_plot_without_matplotlib_says_how_to_install(trained, tmp_path, monkeypa
     with pytest.raises(ImportError, match=r"ssdinfluence\[viz\]"):
         analysis.plot_curves([trained / "comm-s0"], tmp_path / "curves.png")
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_analysis_imports_neither_torch_nor_matplotlib():
+    code = ("import sys, ssdinfluence.analysis; "
+            "bad = [m for m in ('torch', 'matplotlib', 'click') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---------------------------------------------------------------------------- commands

@@ -289,6 +289,11 @@ def _json_floats(value):
 # ---------------------------------------------------------------------------- across seeds
 
 
+def _t95(n: int) -> float:
+    """The 95% two-sided t quantile for the mean of n >= 2 values (n - 1 degrees of freedom)."""
+    return _T95[n - 2] if n - 1 <= len(_T95) else 1.96
+
+
 def confidence_interval(values) -> tuple[float, float, int]:
     """Mean, half-width of the two-sided 95% Student t interval of the mean, and the count.
 
@@ -305,8 +310,7 @@ def confidence_interval(values) -> tuple[float, float, int]:
         return float("nan"), float("nan"), 0
     if n == 1:
         return float(values[0]), float("nan"), 1
-    t = _T95[n - 2] if n - 1 <= len(_T95) else 1.96
-    return float(values.mean()), float(t * values.std(ddof=1) / math.sqrt(n)), n
+    return float(values.mean()), float(_t95(n) * values.std(ddof=1) / math.sqrt(n)), n
 
 
 def _configurations(runs: list[Run]) -> list[tuple[str, list[Run]]]:
@@ -428,8 +432,7 @@ def learning_curves(runs, metric: str = "collective_return", smooth: int = 10, p
         stacked = np.stack([np.interp(grid, s, v) for s, v in series])  # [S, P]
         mean = stacked.mean(axis=0)
         if len(series) > 1:
-            t = _T95[len(series) - 2] if len(series) - 1 <= len(_T95) else 1.96
-            half = t * stacked.std(axis=0, ddof=1) / math.sqrt(len(series))
+            half = _t95(len(series)) * stacked.std(axis=0, ddof=1) / math.sqrt(len(series))
         else:
             half = np.zeros_like(mean)
         curves.append({"env": members[0].env, "label": label, "seeds": [run.seed for run in members],

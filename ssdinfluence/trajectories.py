@@ -680,12 +680,7 @@ class TrajectoryWriter:
         # HDF5 truncates an existing file *before* it finds it locked: check first that no
         # other process (a live writer, a reader) has it open.
         if self.path.exists():
-            probe = _try_lock(self.path, exclusive=True)
-            if probe is None:
-                raise TrajectoryFileError(self.path, "cannot overwrite: the file is open in another process "
-                                                     "(a writer still running, or a reader)")
-            if probe != "unsupported":
-                os.close(probe)
+            self._refuse_if_open("overwrite")
         try:
             f = h5py.File(self.path, "w", libver="latest")
         except OSError as error:
@@ -702,6 +697,15 @@ class TrajectoryWriter:
             f.close()
             raise
 
+    def _refuse_if_open(self, action: str) -> None:
+        """TrajectoryFileError if another process (a live writer, a reader) has the file open."""
+        probe = _try_lock(self.path, exclusive=True)
+        if probe is None:
+            raise TrajectoryFileError(self.path, f"cannot {action}: the file is open in another process "
+                                                 "(a writer still running, or a reader)")
+        if probe != "unsupported":
+            os.close(probe)
+
     def _resume(self) -> None:
         # 1. Read-only look: is it ours, does it match, what is committed? (works after a crash)
         with TrajectoryReader(self.path) as reader:
@@ -711,12 +715,7 @@ class TrajectoryWriter:
                                                      + "; ".join(problems))
             num_episodes, num_steps = reader.num_episodes, reader.num_steps
         # 2. Nobody else may hold it (a live writer keeps a shared lock; so does a reader).
-        probe = _try_lock(self.path, exclusive=True)
-        if probe is None:
-            raise TrajectoryFileError(self.path, "cannot append: the file is open in another process "
-                                                 "(a writer still running, or a reader)")
-        if probe != "unsupported":
-            os.close(probe)
+        self._refuse_if_open("append")
         # 3. A writer killed in SWMR mode leaves HDF5's "open for writing" flags set, and HDF5
         #    refuses to open such a file for writing: copy its complete episodes to a new file.
         if _superblock(self.path)[0]:

@@ -51,8 +51,6 @@ PAPER_TABLE4 = {
     "cleanup": {"baseline": 89, "baseline+inequity": 275, "influence": 190, "comm": 166, "moa": 392},
     "harvest": {"baseline": 485, "baseline+inequity": 750, "influence": 1073, "comm": 951, "moa": 588},
 }
-PAPER_NAMES = {"baseline": "A3C baseline", "baseline+inequity": "inequity aversion",
-               "influence": "influence, basic", "comm": "influence, communication", "moa": "influence, MOA"}
 
 # Config fields that never change what is learned: runs differing only in these (and the seed)
 # are seeds of one configuration.

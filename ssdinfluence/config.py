@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .envs import ENV_NAMES, make
-from .influence import DIVERGENCES
+from .names import DIVERGENCES, MODELS
 from .rewards import REWARD_TRANSFORMS
 
-MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline", "comm", "comm-baseline")
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -11,11 +11,9 @@ import torch
 from . import checkpoint
 from .config import build_config
 from .envs import make
-from .metrics import EpisodeTracker
+from .metrics import OUTCOME_KEYS, EpisodeTracker
 from .policies import make_policies
-from .train import resolve_device
-
-SOCIAL = ("efficiency", "equality", "sustainability", "peace")
+from .runtime import resolve_device
 
 
 def load_policy(path, device="auto"):
@@ -25,8 +23,8 @@ def load_policy(path, device="auto"):
     config = build_config(saved["config"])
     num_actions = make(config.env, num_agents=config.agents, **config.env_kwargs).num_actions
     policy = make_policies(config, num_actions, device)
-    policy.model.load_state_dict(saved["model"])
-    policy.model.eval()
+    policy.networks.load_state_dict(saved["model"])
+    policy.networks.eval()
     return config, policy
 
 
@@ -38,7 +36,7 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file.
     """
     config, policy = load_policy(path, device)
-    device = next(policy.model.parameters()).device
+    device = next(policy.networks.parameters()).device
     num_envs = num_envs or min(episodes, 16)
     env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
     B, N = env.num_envs, env.num_agents
@@ -47,8 +45,8 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
         from .recorder import TrajectoryRecorder
 
         log_config = replace(config, log_trajectories=",".join(map(str, range(B))), log_every=1)
-        recorder = TrajectoryRecorder(Path(record), env, log_config, influence=policy.influence,
-                                      messages=config.model.startswith("comm"))
+        recorder = TrajectoryRecorder(Path(record), env, log_config, influence=policy.computes_influence,
+                                      messages=policy.logs_messages)
     tracker = EpisodeTracker(B, N)
     generator = torch.Generator(device=device).manual_seed(seed)
     obs, info = env.reset()
@@ -60,25 +58,22 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
             obs_t = torch.from_numpy(obs).to(device)
             prev = torch.from_numpy(info["prev_actions"]).long().to(device)
             visible = torch.from_numpy(info["visible"]).to(device)
-            actions, _, _, state, influence, pairs, extras = policy.act(obs_t, prev, visible, state, start, generator,
-                                                                        greedy)
-            actions_np = actions.T.cpu().numpy()
+            step = policy.act(obs_t, prev, visible, state, start, generator, greedy)
+            state = step.state
+            actions_np = step.actions.T.cpu().numpy()
             if recorder:
                 recorder.before_step(obs)
             obs, rewards, _, truncated, info = env.step(actions_np)
             steps += B
             ended = tracker.update(rewards, truncated)
             if recorder:
-                logged = {name: x.cpu().numpy() for name, x in extras.items() if name == "messages"}
-                if influence is not None:
-                    logged.update(influence=influence.cpu().numpy(), influence_pairs=pairs.cpu().numpy())
-                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, logged)
+                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, step)
             if ended is not None:
                 results.append(ended)
             start = torch.from_numpy(truncated.copy()).to(device)
     if recorder:
         recorder.close()
     out = {key: np.concatenate([r[key] for r in results])[:episodes]
-           for key in ("returns", "collective_return", *SOCIAL)}
+           for key in ("returns", "collective_return", *OUTCOME_KEYS)}
     out["config"] = config
     return out

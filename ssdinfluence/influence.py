@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-DIVERGENCES = ("kl", "jsd", "pmi")
+from .names import DIVERGENCES
 
 
 def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias):
@@ -89,7 +89,7 @@ def _kl(logp, logq):
     return terms.sum(-1).clamp(min=0.0)
 
 
-def influence_weight(step: int, weight: float, ramp_steps: int = 0, schedule: str = "linear") -> float:
+def influence_beta(step: int, weight: float, ramp_steps: int = 0, schedule: str = "linear") -> float:
     """The influence reward's weight beta at env step ``step``.
 
     ``linear``: the paper's curriculum, 0 -> ``weight`` over ``ramp_steps`` steps.

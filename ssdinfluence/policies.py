@@ -1,32 +1,102 @@
 """How each model acts in the rollout and is re-evaluated in the update.
 
-A policy wraps the networks (``policy.model``, an ``nn.Module`` holding every trained
-parameter, all with a leading agent axis) with what its model needs in the LSTM input and,
-for the influence models, the causal influence reward. The trainer calls:
-
-* ``initial_state(B, device)``: a tuple of LSTM state tensors ``[N, B, H]``;
-* ``act(obs, prev_actions, visible, state, episode_start, sampler, greedy=False)`` once per
-  step, without gradients: actions, their log-probabilities and values ``[N, B]``, the new
-  state, ``influence [B, N]`` / ``influence_pairs [B, N, N]`` (``pairs[b, k, j]``: k's
-  influence on j) for the influence models, else None, and a dict of extra per-step tensors
-  ``[B, N]`` the trainer stores with the rollout (messages, for the communication models);
-* ``values(obs, prev_actions, state, episode_start)``: V(s) ``[N, B]`` for bootstrapping;
-* ``influence_rewards_actions``: whether the influence reward goes to the action policy
-  (basic, MOA) or, in ``prepare_update(rollout, ...)``, to another head (communication);
-* ``sequence(batch, state)`` in the update, on stored chunks ``[T, B, ...]`` (``obs``,
-  ``prev_actions``, ``actions``, ``next_actions``, ``next_valid``, ``visible``,
-  ``episode_start``): logits ``[T, N, B, A]``, values ``[T, N, B]`` and ``aux``: None or a dict
-  with an extra ``loss`` (already weighted) and metrics.
+Every model is a :class:`Policy`: it wraps the networks (``policy.networks``, an ``nn.Module``
+holding every trained parameter, all with a leading agent axis) with what its model needs in
+the LSTM input and, for the influence models, the causal influence reward. The class
+attributes say what a model can do, so the trainer, the recorder and ``evaluate`` ask the
+policy instead of testing model names; :data:`POLICIES` is the one table from the names of
+``Config.model`` to the classes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .algos import gae, normalise_per_agent, policy_loss_terms
 from .influence import counterfactual_logits, divergence
 from .models import AgentNetworks, BatchedLinear, ModelOfOtherAgents, reset_state, run_lstm
+
+
+class ActOutput(NamedTuple):
+    """One step of the N agents in B envs (what :meth:`Policy.act` returns).
+
+    ``extras`` maps names to per-step tensors ``[B, N]`` that the trainer stores with the
+    rollout for the update (the communication models' messages and their log-probabilities).
+    """
+
+    actions: torch.Tensor  # [N, B] int64
+    logprobs: torch.Tensor  # [N, B] float32, of the actions taken
+    values: torch.Tensor  # [N, B] float32
+    state: tuple  # the recurrent state after the step, tensors [N, B, ...]
+    influence: torch.Tensor | None  # [B, N] float32: the influence reward of each agent, or None
+    influence_pairs: torch.Tensor | None  # [B, N, N] float32: pairs[b, k, j] is k's influence on j
+    extras: dict
+
+
+class ValueOutput(NamedTuple):
+    """The bootstrap values of the state after a rollout (what :meth:`Policy.values` returns).
+
+    ``extras``: the bootstrap values ``[B, N]`` of a policy's other heads, by name (the message
+    head's ``message_values``), for :meth:`Policy.prepare_update`.
+    """
+
+    values: torch.Tensor  # [N, B] float32
+    extras: dict
+
+
+class Policy:
+    """The protocol of every model; subclasses fill in the networks and the three passes.
+
+    * ``initial_state(B, device)``: a tuple of LSTM state tensors ``[N, B, H]``;
+    * ``act(obs, prev_actions, visible, state, episode_start, sampler, greedy=False)`` once per
+      step, without gradients: an :class:`ActOutput`;
+    * ``values(obs, prev_actions, state, episode_start)``: a :class:`ValueOutput`;
+    * ``prepare_update(rollout, bootstrap, beta)``: extra tensors ``[T, B, N]`` for the update,
+      e.g. the rewards and advantages of another head (none by default);
+    * ``sequence(batch, state)`` in the update, on stored chunks ``[T, B, ...]`` (``obs``,
+      ``prev_actions``, ``actions``, ``next_actions``, ``next_valid``, ``visible``,
+      ``episode_start``, and what ``act`` put in ``extras``): logits ``[T, N, B, A]``, values
+      ``[T, N, B]`` and ``aux``: None or a dict with an extra ``loss`` (already weighted) and
+      the metrics named in ``metric_columns``.
+    """
+
+    #: ``act`` returns the influence reward (``ActOutput.influence``, ``influence_pairs``)
+    computes_influence = False
+    #: the influence reward enters training (False for a baseline with beta held at 0)
+    rewards_influence = False
+    #: the influence reward goes to the action policy (True) or to another head in
+    #: ``prepare_update`` (the messages of the communication models)
+    influence_rewards_actions = True
+    #: ``act`` returns the message each agent sent, ``extras["messages"]`` ``[B, N]``
+    logs_messages = False
+    #: the update metrics ``sequence`` adds in ``aux``, in the order of the metrics columns
+    metric_columns: tuple[str, ...] = ()
+
+    networks: nn.Module
+
+    @classmethod
+    def from_config(cls, config, num_actions: int, device) -> Policy:
+        raise NotImplementedError
+
+    def initial_state(self, batch, device):
+        return self.networks.initial_state(batch, device)
+
+    def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False) -> ActOutput:
+        raise NotImplementedError
+
+    def values(self, obs, prev_actions, state, episode_start) -> ValueOutput:
+        raise NotImplementedError
+
+    def prepare_update(self, rollout: dict, bootstrap: ValueOutput, beta: float) -> dict:
+        return {}
+
+    def sequence(self, batch, state):
+        raise NotImplementedError
 
 
 def sample(logits, sampler, greedy: bool = False):
@@ -40,11 +110,14 @@ def sample(logits, sampler, greedy: bool = False):
     return actions, logprobs_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
-class IndependentPolicies:
-    """``baseline`` (no extra input) and ``visible`` (others' previous actions, one-hot)."""
+class IndependentPolicies(Policy):
+    """``baseline``: the paper's A3C/PPO baseline, no extra input."""
 
-    influence = False
-    influence_rewards_actions = False
+    visible = False  # the LSTM sees the others' previous actions (one-hot)
+
+    @classmethod
+    def from_config(cls, config, num_actions, device):
+        return cls(config.agents, num_actions, cls.visible, device)
 
     def __init__(self, num_agents: int, num_actions: int, visible: bool, device):
         self.num_agents, self.num_actions = num_agents, num_actions
@@ -52,10 +125,7 @@ class IndependentPolicies:
         others = [[j for j in range(num_agents) if j != k] for k in range(num_agents)]
         self.others = torch.tensor(others, dtype=torch.long, device=device).reshape(num_agents, num_agents - 1)
         extra_size = (num_agents - 1) * num_actions if visible else 0
-        self.model = AgentNetworks(num_agents, num_actions, extra_size=extra_size).to(device)
-
-    def initial_state(self, batch, device):
-        return self.model.initial_state(batch, device)
+        self.networks = AgentNetworks(num_agents, num_actions, extra_size=extra_size).to(device)
 
     def extra(self, prev_actions):
         """``prev_actions [M, N] -> [N, M, E]`` or None."""
@@ -65,23 +135,29 @@ class IndependentPolicies:
         return one_hot[:, self.others].flatten(2).transpose(0, 1)
 
     def values(self, obs, prev_actions, state, episode_start):
-        return self.model.step(obs, self.extra(prev_actions), state, episode_start)[1]
+        return ValueOutput(self.networks.step(obs, self.extra(prev_actions), state, episode_start)[1], {})
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
-        logits, values, state = self.model.step(obs, self.extra(prev_actions), state, episode_start)
+        logits, values, state = self.networks.step(obs, self.extra(prev_actions), state, episode_start)
         actions, logprobs = sample(logits, sampler, greedy)
-        return actions, logprobs, values, state, None, None, {}
+        return ActOutput(actions, logprobs, values, state, None, None, {})
 
     def sequence(self, batch, state):
         T, B, N = batch["prev_actions"].shape
         extra = self.extra(batch["prev_actions"].reshape(T * B, N))
         if extra is not None:
             extra = extra.reshape(N, T, B, -1).transpose(0, 1)  # [T, N, B, E]
-        logits, values, _ = self.model.sequence(batch["obs"], extra, state, batch["episode_start"])
+        logits, values, _ = self.networks.sequence(batch["obs"], extra, state, batch["episode_start"])
         return logits, values, None
 
 
-class BasicInfluence:
+class VisibleActions(IndependentPolicies):
+    """``visible``: the baseline whose LSTM also sees the others' previous actions (one-hot)."""
+
+    visible = True
+
+
+class BasicInfluence(Policy):
     """The centralised setting: influencers 0..m-1 act first; every influencee's LSTM input
     holds the influencers' actions of the same step (one-hot), and each influencer is rewarded
     with its causal influence on the influencees (Eq. 1), computed by the batched kernel.
@@ -89,8 +165,12 @@ class BasicInfluence:
     ``influencee_reward``: the influencees also receive the influence they felt.
     """
 
-    influence = True
-    influence_rewards_actions = True
+    computes_influence = True
+    rewards_influence = True
+
+    @classmethod
+    def from_config(cls, config, num_actions, device):
+        return cls(config.agents, num_actions, config.influencers, config.divergence, config.influencee_reward, device)
 
     def __init__(self, num_agents: int, num_actions: int, influencers: int, kind: str, influencee_reward: bool,
                  device):
@@ -98,18 +178,15 @@ class BasicInfluence:
             raise ValueError(f"influencers must be between 1 and {num_agents - 1} for {num_agents} agents, got {influencers}")
         self.num_agents, self.num_actions, self.m = num_agents, num_actions, influencers
         self.kind, self.influencee_reward = kind, influencee_reward
-        self.model = AgentNetworks(num_agents, num_actions, extra_size=influencers * num_actions).to(device)
+        self.networks = AgentNetworks(num_agents, num_actions, extra_size=influencers * num_actions).to(device)
         self.listens = torch.zeros(num_agents, 1, 1, device=device)
         self.listens[influencers:] = 1.0  # influencers' own block stays empty
-
-    def initial_state(self, batch, device):
-        return self.model.initial_state(batch, device)
 
     def values(self, obs, prev_actions, state, episode_start):
         """The influencers' actions of the next step are not drawn yet, so the influencees'
         bootstrap values are read with the influencer block empty."""
-        empty = torch.zeros(self.num_agents, obs.shape[0], self.model.extra_size, device=obs.device)
-        return self.model.step(obs, empty, state, episode_start)[1]
+        empty = torch.zeros(self.num_agents, obs.shape[0], self.networks.extra_size, device=obs.device)
+        return ValueOutput(self.networks.step(obs, empty, state, episode_start)[1], {})
 
     def extra(self, actions):
         """Influencers' actions ``[M, N]`` -> ``[N, M, m * A]``, zero for the influencers themselves."""
@@ -117,7 +194,7 @@ class BasicInfluence:
         return one_hot.unsqueeze(0) * self.listens
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
-        model, m = self.model, self.m
+        model, m = self.networks, self.m
         h, c = reset_state(state, episode_start)
         features = model.features(obs)  # [N, B, fc]
         N, B = features.shape[:2]
@@ -151,12 +228,12 @@ class BasicInfluence:
         influence = pairs.sum(2)  # [B, N]: what each agent exerted
         if self.influencee_reward:
             influence = influence + pairs.sum(1)  # influencees also get what they felt
-        return actions, logprobs, values, (h_new, c_new), influence, pairs, {}
+        return ActOutput(actions, logprobs, values, (h_new, c_new), influence, pairs, {})
 
     def sequence(self, batch, state):
         T, B, N = batch["actions"].shape
         extra = self.extra(batch["actions"].reshape(T * B, N)).reshape(N, T, B, -1).transpose(0, 1)
-        logits, values, _ = self.model.sequence(batch["obs"], extra, state, batch["episode_start"])
+        logits, values, _ = self.networks.sequence(batch["obs"], extra, state, batch["episode_start"])
         return logits, values, None
 
 
@@ -167,7 +244,7 @@ class _MOANetworks(nn.Module):
         self.moa = ModelOfOtherAgents(num_agents, num_actions, self.agents.conv_features)
 
 
-class ModelOfOtherAgentsInfluence:
+class ModelOfOtherAgentsInfluence(Policy):
     """The decentralised setting: each agent's own model of the other agents (MOA) predicts
     their next actions from its view and everyone's current actions; k's influence on j is the
     divergence between the MOA's prediction given k's actual action and the prediction
@@ -176,28 +253,36 @@ class ModelOfOtherAgentsInfluence:
     The reward belongs to the action at t (the MOA reads a_t and predicts a_{t+1}), so no
     shift is needed. The MOA is trained by cross-entropy on the actions the others actually
     took next (only for those in view if ``visible_only``), with weight ``loss_weight``.
-    ``moa-baseline`` is the same with the influence weight at 0 (the MOA as an auxiliary task).
+    ``moa-baseline`` (:class:`MOABaseline`) is the same with the influence weight at 0 (the MOA
+    as an auxiliary task).
     """
 
-    influence = True
-    influence_rewards_actions = True
+    computes_influence = True
+    rewards_influence = True
+    metric_columns = ("moa_loss", "moa_accuracy")
+
+    @classmethod
+    def from_config(cls, config, num_actions, device):
+        return cls(config.agents, num_actions, config.divergence, config.moa_loss_weight, config.moa_visible_only,
+                   device)
 
     def __init__(self, num_agents: int, num_actions: int, kind: str, loss_weight: float, visible_only: bool, device):
         if kind == "pmi":
             raise ValueError("the MOA models need kl or jsd: pmi needs the influencee's next action, not known yet")
         self.num_agents, self.num_actions = num_agents, num_actions
         self.kind, self.loss_weight, self.visible_only = kind, loss_weight, visible_only
-        self.model = _MOANetworks(num_agents, num_actions).to(device)
+        self.networks = _MOANetworks(num_agents, num_actions).to(device)
         self.not_self = ~torch.eye(num_agents, dtype=torch.bool, device=device)
 
     def initial_state(self, batch, device):
-        return (*self.model.agents.initial_state(batch, device), *self.model.agents.initial_state(batch, device))
+        agents = self.networks.agents
+        return (*agents.initial_state(batch, device), *agents.initial_state(batch, device))
 
     def values(self, obs, prev_actions, state, episode_start):
-        return self.model.agents.step(obs, None, state[:2], episode_start)[1]
+        return ValueOutput(self.networks.agents.step(obs, None, state[:2], episode_start)[1], {})
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
-        agents, moa = self.model.agents, self.model.moa
+        agents, moa = self.networks.agents, self.networks.moa
         h, c, moa_h, moa_c = reset_state(state, episode_start)
         conv = agents.conv(obs)  # [N, B, F], shared by both branches
         h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc(conv), None), h, c)
@@ -214,10 +299,10 @@ class ModelOfOtherAgentsInfluence:
         felt = divergence(cf, speaker, actions.unsqueeze(1).expand(N, N, B), self.kind)  # [N_k, N_j, B]
         counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
         pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
-        return actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {}
+        return ActOutput(actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {})
 
     def sequence(self, batch, state):
-        agents, moa = self.model.agents, self.model.moa
+        agents, moa = self.networks.agents, self.networks.moa
         obs, starts = batch["obs"], batch["episode_start"]
         T, B, N = batch["actions"].shape
         conv = agents.conv(obs.reshape(T * B, *obs.shape[2:]))  # [N, T*B, F]
@@ -255,6 +340,12 @@ class ModelOfOtherAgentsInfluence:
         return per_agent.sum(), accuracy
 
 
+class MOABaseline(ModelOfOtherAgentsInfluence):
+    """``moa-baseline``: the MOA as an auxiliary task; its influence is measured, not rewarded."""
+
+    rewards_influence = False
+
+
 class _CommNetworks(nn.Module):
     def __init__(self, num_agents, num_actions, vocabulary):
         super().__init__()
@@ -263,28 +354,58 @@ class _CommNetworks(nn.Module):
         self.message_value = BatchedLinear(num_agents, self.agents.lstm_size, 1)
 
 
-class InfluentialCommunication:
+@dataclass(frozen=True)
+class MessageLoss:
+    """How the message head learns: on ``extrinsic_weight * e + beta * c`` with GAE(gamma,
+    gae_lambda), a PPO clip (None: A2C), its value and entropy coefficients, and the weight of
+    its loss in the total."""
+
+    extrinsic_weight: float
+    gamma: float
+    gae_lambda: float
+    normalise_advantages: bool
+    clip: float | None
+    value_coef: float
+    entropy_coef: float
+    weight: float
+
+    @classmethod
+    def from_config(cls, config) -> MessageLoss:
+        return cls(config.extrinsic_weight, config.gamma, config.gae_lambda, config.normalise_advantages,
+                   config.ppo_clip if config.algo == "ppo" else None, config.value_coef, config.comm_entropy_coef,
+                   config.comm_loss_weight)
+
+
+class InfluentialCommunication(Policy):
     """Every agent also emits a discrete message (vocabulary V) from its own head, with its own
     value; all messages of step t-1 are inputs to every agent at t (one-hot). k's influence is
     that of its message m_{t-1}^k on the others' actions a_t^j (Eq. 2), over all V messages.
 
     The action policy and its value train on the env reward alone; the message head on
     ``alpha * e + beta * c``, where the influence c_{t+1} of the message sent at t is credited
-    to it (``prepare_update``). ``comm-baseline``: the same with beta = 0.
+    to it (``prepare_update``). ``comm-baseline`` (:class:`CommBaseline`): the same with beta = 0.
     """
 
-    influence = True
+    computes_influence = True
+    rewards_influence = True
     influence_rewards_actions = False
+    logs_messages = True
+    metric_columns = ("message_policy_loss", "message_entropy")
 
-    def __init__(self, num_agents, num_actions, vocabulary, kind, config, device):
+    @classmethod
+    def from_config(cls, config, num_actions, device):
+        return cls(config.agents, num_actions, config.vocabulary, config.divergence, MessageLoss.from_config(config),
+                   device)
+
+    def __init__(self, num_agents: int, num_actions: int, vocabulary: int, kind: str, loss: MessageLoss, device):
         self.num_agents, self.num_actions, self.vocabulary, self.kind = num_agents, num_actions, vocabulary, kind
-        self.config = config
-        self.model = _CommNetworks(num_agents, num_actions, vocabulary).to(device)
+        self.loss = loss
+        self.networks = _CommNetworks(num_agents, num_actions, vocabulary).to(device)
         self.not_self = ~torch.eye(num_agents, dtype=torch.bool, device=device)
 
     def initial_state(self, batch, device):
         """(h, c, previous messages one-hot [N, B, V], their log-probabilities [N, B, V])."""
-        h, c = self.model.agents.initial_state(batch, device)
+        h, c = self.networks.agents.initial_state(batch, device)
         zeros = torch.zeros(self.num_agents, batch, self.vocabulary, device=device)
         return h, c, zeros, zeros.clone()
 
@@ -294,20 +415,21 @@ class InfluentialCommunication:
         return messages_one_hot.transpose(0, 1).reshape(1, B, N * V).expand(N, B, N * V)
 
     def _heads(self, h):
-        net = self.model
+        net = self.networks
         logits, values = net.agents.heads(h)
         return logits, values, net.message_policy(h), net.message_value(h).squeeze(-1)
 
     def values(self, obs, prev_actions, state, episode_start):
+        """The action values, and the message head's bootstrap ``extras["message_values"] [B, N]``."""
+        agents = self.networks.agents
         h, c, one_hot, _ = reset_state(state, episode_start)
-        gates_x = self.model.agents.lstm_inputs(self.model.agents.features(obs), self._extra(one_hot))
-        h_new, _ = self.model.agents.lstm.cell(gates_x, h, c)
+        gates_x = agents.lstm_inputs(agents.features(obs), self._extra(one_hot))
+        h_new, _ = agents.lstm.cell(gates_x, h, c)
         _, values, _, message_values = self._heads(h_new)
-        self.last_message_values = message_values  # the message head's bootstrap, for prepare_update
-        return values
+        return ValueOutput(values, {"message_values": message_values.T})
 
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
-        agents, N, V = self.model.agents, self.num_agents, self.vocabulary
+        agents, N, V = self.networks.agents, self.num_agents, self.vocabulary
         h, c, one_hot, message_logprobs = reset_state(state, episode_start)
         B = obs.shape[0]
         gates_x = agents.lstm_inputs(agents.features(obs), self._extra(one_hot))
@@ -331,24 +453,23 @@ class InfluentialCommunication:
         prev_messages = torch.where(spoke.view(1, B), previous, torch.full_like(previous, -1))
         extras = {"messages": messages.T, "prev_messages": prev_messages.T, "message_logprobs": new_message_logprobs.T,
                   "message_values": message_values.T}
-        return actions, logprobs, values, state, pairs.sum(2), pairs, extras
+        return ActOutput(actions, logprobs, values, state, pairs.sum(2), pairs, extras)
 
-    def prepare_update(self, rollout, beta):
+    def prepare_update(self, rollout, bootstrap, beta):
         """Message rewards, advantages and returns ``[T, B, N]``: the message sent at t earns
         ``alpha * e_t + beta * c_{t+1}`` (its influence shows in the next step's actions; the
-        rollout's last message gets only its own step's reward)."""
-        from .algos import gae
-
-        config = self.config
+        rollout's last message gets only its own step's reward). ``bootstrap``: the
+        :class:`ValueOutput` of the state after the rollout."""
+        loss = self.loss
         influence = torch.zeros_like(rollout["message_values"])
         influence[:-1] = rollout["influence"][1:]
-        rewards = config.extrinsic_weight * rollout["rewards"] + beta * influence
-        advantages, returns = gae(rewards, rollout["message_values"], rollout["dones"], self.last_message_values.T,
-                                  config.gamma, config.gae_lambda)
+        rewards = loss.extrinsic_weight * rollout["rewards"] + beta * influence
+        advantages, returns = gae(rewards, rollout["message_values"], rollout["dones"],
+                                  bootstrap.extras["message_values"], loss.gamma, loss.gae_lambda)
         return {"message_advantages": advantages, "message_returns": returns}
 
     def sequence(self, batch, state):
-        agents, N, V = self.model.agents, self.num_agents, self.vocabulary
+        agents, N, V = self.networks.agents, self.num_agents, self.vocabulary
         obs, starts = batch["obs"], batch["episode_start"]
         T, B = obs.shape[:2]
         prev = batch["prev_messages"]  # [T, B, N], -1: none
@@ -361,31 +482,43 @@ class InfluentialCommunication:
         def time_major(x):  # [N, T*B, ...] -> [T, B, N, ...]
             return x.reshape(N, T, B, *x.shape[2:]).permute(1, 2, 0, *range(3, x.dim() + 1))
 
-        from .algos import normalise_per_agent, policy_loss_terms
-
-        config = self.config
+        loss = self.loss
         advantages = batch["message_advantages"]
-        if config.normalise_advantages:
+        if loss.normalise_advantages:
             advantages = normalise_per_agent(advantages)
         terms = policy_loss_terms(time_major(message_logits), batch["messages"], batch["message_logprobs"], advantages,
-                                  batch["message_returns"], time_major(message_values),
-                                  clip=config.ppo_clip if config.algo == "ppo" else None,
-                                  value_coef=config.value_coef, entropy_coef=config.comm_entropy_coef)
+                                  batch["message_returns"], time_major(message_values), clip=loss.clip,
+                                  value_coef=loss.value_coef, entropy_coef=loss.entropy_coef)
         logits = logits.reshape(N, T, B, -1).transpose(0, 1)
         values = values.reshape(N, T, B).transpose(0, 1)
-        return logits, values, {"loss": config.comm_loss_weight * terms.loss, "message_policy_loss": terms.policy_loss.item(),
+        return logits, values, {"loss": loss.weight * terms.loss, "message_policy_loss": terms.policy_loss.item(),
                                 "message_entropy": terms.entropy.item()}
 
 
-def make_policies(config, num_actions: int, device):
-    if config.model in ("baseline", "visible"):
-        return IndependentPolicies(config.agents, num_actions, config.model == "visible", device)
-    if config.model == "influence":
-        return BasicInfluence(config.agents, num_actions, config.influencers, config.divergence,
-                              config.influencee_reward, device)
-    if config.model in ("moa", "moa-baseline"):
-        return ModelOfOtherAgentsInfluence(config.agents, num_actions, config.divergence, config.moa_loss_weight,
-                                           config.moa_visible_only, device)
-    if config.model in ("comm", "comm-baseline"):
-        return InfluentialCommunication(config.agents, num_actions, config.vocabulary, config.divergence, config, device)
-    raise ValueError(f"unknown model {config.model!r}")
+class CommBaseline(InfluentialCommunication):
+    """``comm-baseline``: messages trained on the env reward alone (beta held at 0)."""
+
+    rewards_influence = False
+
+
+# The one table from the names of ``Config.model`` (``names.MODELS``) to the policy classes.
+POLICIES: dict[str, type[Policy]] = {
+    "baseline": IndependentPolicies,
+    "visible": VisibleActions,
+    "influence": BasicInfluence,
+    "moa": ModelOfOtherAgentsInfluence,
+    "moa-baseline": MOABaseline,
+    "comm": InfluentialCommunication,
+    "comm-baseline": CommBaseline,
+}
+
+
+def policy_class(model: str) -> type[Policy]:
+    """The class of ``Config.model`` ``model``; ValueError for an unknown name."""
+    if model not in POLICIES:
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(POLICIES)}")
+    return POLICIES[model]
+
+
+def make_policies(config, num_actions: int, device) -> Policy:
+    return policy_class(config.model).from_config(config, num_actions, device)

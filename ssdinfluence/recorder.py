@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .envs.base import MAP_FIELDS
+from .metrics import OUTCOME_KEYS
 from .trajectories import TrajectoryWriter
-
-MAP_FIELDS = ("grid", "positions", "orientations", "beams")
-SOCIAL = ("efficiency", "equality", "sustainability", "peace")
 
 
 class TrajectoryRecorder:
-    """Buffers the steps of ``config.logged_envs`` and appends every ``log_every``-th episode."""
+    """Buffers the steps of ``config.logged_envs`` and appends every ``log_every``-th episode.
+
+    ``influence``: also log each step's influence; ``messages``: each step's messages (what
+    the policy's ``computes_influence`` and ``logs_messages`` say it has).
+    """
 
     def __init__(self, path, env, config, influence: bool = False, messages: bool = False):
         self.envs = config.logged_envs  # E env indices
@@ -41,7 +44,7 @@ class TrajectoryRecorder:
         self.writer = TrajectoryWriter(
             self.path, env_name=env.name, num_agents=env.num_agents, num_actions=env.num_actions,
             map_text=env.layout.text, palette=env.palette, config=self.config.to_dict(),
-            store_observations=self.store_obs, episode_fields={name: ((), np.float32) for name in SOCIAL},
+            store_observations=self.store_obs, episode_fields={name: ((), np.float32) for name in OUTCOME_KEYS},
             step_fields=self.step_fields,
             mode=mode)
 
@@ -67,8 +70,10 @@ class TrajectoryRecorder:
             if self.store_obs:
                 buffer["observations"].append(obs[self.envs[i]].copy())
 
-    def after_step(self, actions, rewards, truncated, ended, env_steps: int, update: int, extras=None) -> None:
-        """Record a_t, r_t (and ``extras``: step fields [B, ...]); append the episodes this step ended."""
+    def after_step(self, actions, rewards, truncated, ended, env_steps: int, update: int, step=None) -> None:
+        """Record a_t, r_t and the step fields of ``step`` (the policy's ``ActOutput`` for a_t:
+        its influence and messages); append the episodes this step ended."""
+        extras = self._step_values(step) if self.step_fields else {}
         for i, b in enumerate(self.envs):
             if self.recording[i]:
                 self.buffers[i]["actions"].append(actions[b].copy())
@@ -81,11 +86,17 @@ class TrajectoryRecorder:
                 row = int(np.flatnonzero(ended["env_index"] == b)[0])
                 episode = {"env_index": b, "env_steps": env_steps, "update": update,
                            "returns": ended["returns"][row]}
-                episode.update({name: np.float32(ended[name][row]) for name in SOCIAL})
+                episode.update({name: np.float32(ended[name][row]) for name in OUTCOME_KEYS})
                 self._append(i, episode)
             self._clear(i)
             self.episode_count[i] += 1
             self.recording[i] = self.episode_count[i] % self.every == 0
+
+    def _step_values(self, step) -> dict:
+        """The step fields of an ``ActOutput`` as numpy arrays ``[B, ...]``."""
+        tensors = {"influence": step.influence, "influence_pairs": step.influence_pairs,
+                   "messages": step.extras.get("messages")}
+        return {name: tensors[name].cpu().numpy() for name in self.step_fields}
 
     def _append(self, i: int, episode: dict) -> None:
         if self.writer is None:

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from .envs import core, tiles
-from .envs.base import BatchedEnv, map_codes, render_frame
+from .envs.base import MAP_FIELDS, BatchedEnv, map_codes, positive_int, render_frame
 from .trajectories import TrajectoryFileError, TrajectoryReader
 
 __all__ = [
@@ -89,7 +89,7 @@ class FrameLayout:
 
 def frame_layout(map_shape, num_agents: int, scale: int = 8, views: bool = False) -> FrameLayout:
     """The :class:`FrameLayout` of an ``(H, W)`` map with ``num_agents`` agents at ``scale``."""
-    scale = _positive_int("scale", scale)
+    scale = positive_int("scale", scale)
     H, W = (int(n) for n in map_shape)
     map_px = (H * scale, W * scale)
     view_scale = max(1, scale // 2)
@@ -281,7 +281,7 @@ def render_episode(source, episode: int = 0, start: int = 0, stop: int | None = 
         data = reader.episode(k)
         lo, hi, _ = slice(start, stop).indices(len(data["actions"]))
         rows = slice(lo, max(lo, hi))
-        state = [data[name][rows] for name in ("grid", "positions", "orientations", "beams")]
+        state = [data[name][rows] for name in MAP_FIELDS]
         observations = pairs = influence_max = None
         if views:
             if reader.store_observations:
@@ -521,9 +521,3 @@ def _array(name: str, value, ndim: int, dtype=None) -> np.ndarray:
 def _expect(name: str, array: np.ndarray, shape: tuple) -> None:
     if array.shape != shape:
         raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from .envs.base import positive_int
+
 __all__ = [
     "REWARD_TRANSFORMS",
     "Collective",
@@ -43,12 +45,6 @@ __all__ = [
 ]
 
 REWARD_TRANSFORMS = ("none", "collective", "prosocial", "inequity")
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _real(name: str, value, low: float, high: float) -> float:
@@ -73,8 +69,8 @@ class RewardTransform:
     _state_names: tuple[str, ...] = ()  # names of the [B, N] float64 state attributes
 
     def __init__(self, num_envs: int, num_agents: int):
-        self.num_envs = _positive_int("num_envs", num_envs)
-        self.num_agents = _positive_int("num_agents", num_agents)
+        self.num_envs = positive_int("num_envs", num_envs)
+        self.num_agents = positive_int("num_agents", num_agents)
 
     def __call__(self, rewards, episode_start) -> np.ndarray:
         """Transform one step's rewards.

@@ -318,7 +318,7 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
 def _drive(runner, root: Path, todo: list[Trial], by_id: dict, manifest: _Manifest, on_progress) -> None:
     """Submit trials as the backend has room, record what they report, until all are done or a
     stop is asked for."""
-    from .train import stop_on_signals
+    from .runtime import stop_on_signals
 
     in_flight = {}  # backend handle -> record
     config_mtime = {}  # trial id -> mtime of its config.json when submitted (None: absent)

@@ -2,24 +2,26 @@
 
 Read :func:`train` top to bottom: set up, (resume,) then repeat {collect a rollout, estimate
 advantages, update, log, checkpoint} until the step budget is spent or a stop is asked for.
+What a policy can do (influence, messages, extra losses) it says itself (:class:`Policy`);
+what a checkpoint holds is one :class:`TrainState`.
 
-Tensor names and shapes (T rollout steps, B envs, N agents, A actions, L BPTT length):
-``obs_buf [T, B, N, 15, 15, 3] uint8``, ``actions_buf [T, B, N] int64``, ``logprob_buf``,
-``value_buf``, ``reward_buf`` ``[T, B, N] float32``, ``start_buf [T, B] bool`` (step t opens an
-episode: the LSTM state is zeroed before it), ``done_buf [T, B] bool`` (step t ended one),
-``visible_buf [T, B, N, N] bool``, ``state_bufs``: each LSTM state tensor at every BPTT chunk
-start, ``[T // L, N, B, H]``.
+Rollout tensors (:class:`Rollout`; T rollout steps, B envs, N agents, L BPTT length):
+``obs [T, B, N, 15, 15, 3] uint8``, ``actions``, ``prev_actions [T, B, N] int64``,
+``logprobs``, ``values``, ``rewards`` ``[T, B, N] float32``, ``episode_start [T, B] bool``
+(step t opens an episode: the LSTM state is zeroed before it), ``done [T, B] bool`` (step t
+ended one), ``visible [T, B, N, N] bool``, ``extras``: the policy's per-step tensors
+``[T, B, N]`` by name, ``lstm_states``: each LSTM state tensor at every BPTT chunk start,
+``[T // L, N, B, H]``.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -28,24 +30,17 @@ import torch
 from . import __version__, checkpoint
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config
-from .envs import make
-from .influence import influence_weight
-from .metrics import EpisodeTracker
-from .policies import make_policies
-from .rewards import make_reward_transform
+from .envs import BatchedEnv, make
+from .influence import influence_beta
+from .metrics import OUTCOME_KEYS, EpisodeTracker
+from .policies import ActOutput, make_policies, policy_class
+from .rewards import RewardTransform, make_reward_transform
+from .runtime import resolve_device, stop_on_signals
 
-SOCIAL = ("efficiency", "equality", "sustainability", "peace")
-INFLUENCE_MODELS = ("influence", "moa", "moa-baseline", "comm", "comm-baseline")
-BASELINES = ("moa-baseline", "comm-baseline")  # same architecture, influence weight 0
+if TYPE_CHECKING:  # the recorder (and h5py) is imported only when a run logs trajectories
+    from .recorder import TrajectoryRecorder
+
 TIMERS = ("env", "forward", "backward", "logging")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available (use --device auto or cpu)")
-    return torch.device(name)
 
 
 @dataclass
@@ -69,35 +64,6 @@ class RunFiles:
         return self.root / "trajectories.h5"
 
 
-@contextmanager
-def stop_on_signals():
-    """Yield a flag set by the first SIGINT/SIGTERM; a second SIGINT interrupts at once."""
-    flag = {"stop": False}
-    if not _in_main_thread():
-        yield flag
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum, frame):
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield flag
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -105,6 +71,58 @@ class TrainResult:
     env_steps: int
     stopped_early: bool
     last_row: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds: the learners, the envs, the logs in progress and the counters
+    carried from update to update. :meth:`save` and :meth:`restore` are two sides of one file,
+    so a resumed run continues exactly as an uninterrupted one would have."""
+
+    config: Config
+    networks: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: torch.Generator  # actions and minibatches
+    env: BatchedEnv
+    tracker: EpisodeTracker
+    reward_transform: RewardTransform
+    recorder: TrajectoryRecorder | None  # None when no env is logged
+    lstm_state: tuple  # tensors [N, B, H]
+    episode_start: np.ndarray  # [B] bool: the next step opens an episode
+    update: int = 0
+    env_steps: int = 0
+
+    def save(self, path: Path) -> None:
+        checkpoint.save(path, {
+            "config": self.config.to_dict(),
+            "versions": {"ssdinfluence": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
+            "update": self.update,
+            "env_steps": self.env_steps,
+            "model": self.networks.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.get_state(),
+            "env_state": checkpoint.to_storable(self.env.get_state()),
+            "lstm_state": [x.cpu() for x in self.lstm_state],
+            "episode_start": torch.from_numpy(self.episode_start.copy()),
+            "tracker": checkpoint.to_storable(self.tracker.state_dict()),
+            "reward_transform": checkpoint.to_storable(self.reward_transform.state_dict()),
+            "recorder": self.recorder.state_dict() if self.recorder else {},
+        })
+
+    def restore(self, path: Path, device: torch.device) -> None:
+        saved = checkpoint.load(path, map_location=device)
+        self.networks.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        sampler_state = saved["sampler"]
+        self.sampler.set_state(sampler_state.to(self.sampler.device) if device.type == "cpu" else sampler_state.cpu())
+        self.env.set_state(checkpoint.from_storable(saved["env_state"]))
+        self.lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
+        self.episode_start = saved["episode_start"].numpy().copy()
+        self.tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
+        self.reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
+        self.update, self.env_steps = int(saved["update"]), int(saved["env_steps"])
+        if self.recorder:
+            self.recorder.resume(saved["recorder"], self.update)
 
 
 def train(config: Config, *, resume: bool = False, on_update=None, max_updates: int | None = None) -> TrainResult:
@@ -125,175 +143,196 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     torch.manual_seed(config.seed)  # initial weights
     sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
 
-    # --- env, model, optimiser ------------------------------------------------------------
+    # --- env, policies, optimiser: the state a checkpoint holds ---------------------------
     env = make(config.env, num_envs=config.num_envs, num_agents=config.agents, seed=config.seed,
                **config.env_kwargs)
-    B, N, A = env.num_envs, env.num_agents, env.num_actions
-    T, L = config.rollout_length, config.bptt_length
-    policy = make_policies(config, A, device)
-    model = policy.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, eps=1e-5)
-    reward_transform = make_reward_transform(config.reward_transform, B, N, **_transform_params(config))
-    tracker = EpisodeTracker(B, N)
-    recorder = _make_recorder(config, env, files)
-
-    # --- rollout storage ------------------------------------------------------------------
-    obs_buf = torch.zeros((T, B, N) + env.observation_shape, dtype=torch.uint8, device=device)
-    actions_buf = torch.zeros((T, B, N), dtype=torch.long, device=device)
-    prev_actions_buf = torch.zeros((T, B, N), dtype=torch.long, device=device)
-    logprob_buf, value_buf, reward_buf = (torch.zeros((T, B, N), device=device) for _ in range(3))
-    start_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
-    done_buf = torch.zeros((T, B), dtype=torch.bool, device=device)
-    visible_buf = torch.zeros((T, B, N, N), dtype=torch.bool, device=device)
-    next_obs, next_prev, next_start = obs_buf[0].clone(), prev_actions_buf[0].clone(), start_buf[0].clone()
-    staging = _Staging(device)
-
-    # --- state carried from update to update ----------------------------------------------
+    B, N, T = env.num_envs, env.num_agents, config.rollout_length
+    policy = make_policies(config, env.num_actions, device)
+    optimizer = torch.optim.Adam(policy.networks.parameters(), lr=config.lr, eps=1e-5)
+    run = TrainState(config, policy.networks, optimizer, sampler, env, EpisodeTracker(B, N),
+                     make_reward_transform(config.reward_transform, B, N, **_transform_params(config)),
+                     _make_recorder(config, env, files, policy), policy.initial_state(B, device),
+                     episode_start=np.ones(B, dtype=bool))
     obs, info = env.reset()
-    lstm_state = policy.initial_state(B, device)
-    state_bufs = [torch.zeros((T // L,) + tuple(x.shape), device=device) for x in lstm_state]
-    episode_start = np.ones(B, dtype=bool)
-    update, env_steps = 0, 0
     if resume:
-        saved = checkpoint.load(files.checkpoint, map_location=device)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        sampler.set_state(saved["sampler"].to(sampler.device) if device.type == "cpu" else saved["sampler"].cpu())
-        env.set_state(checkpoint.from_storable(saved["env_state"]))
+        run.restore(files.checkpoint, device)
         obs, info = env.observe()
-        lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
-        episode_start = saved["episode_start"].numpy().copy()
-        tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
-        reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
-        update, env_steps = int(saved["update"]), int(saved["env_steps"])
-        if recorder:
-            recorder.resume(saved["recorder"], update)
-        _truncate_metrics(files.metrics, update)
+        _truncate_metrics(files.metrics, run.update)
+    rollout = Rollout(T, B, N, env.observation_shape, run.lstm_state, config.bptt_length, device)
     metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, config.model), append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
     started, row = time.perf_counter(), {}
-    stopped_early = False
     try:
         with stop_on_signals() as stop:
-            while update < total_updates and not stop["stop"]:
-                if max_updates is not None and update >= max_updates:
-                    break
+            while (run.update < total_updates and not stop["stop"]
+                   and (max_updates is None or run.update < max_updates)):
                 update_start = time.perf_counter()
                 timers = dict.fromkeys(TIMERS, 0.0)
-                lr = linear_schedule(config.lr, config.lr_end, env_steps / anneal_steps)
+                lr = linear_schedule(config.lr, config.lr_end, run.env_steps / anneal_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                finished = []
-                beta = 0.0 if config.model in BASELINES or not policy.influence else influence_weight(
-                    env_steps, config.influence_weight, config.influence_ramp_steps, config.influence_schedule)
-                extra_bufs = {}  # per-step tensors a policy adds (messages), [T, B, N]
-                influence_sum = torch.zeros(N, device=device)
-                pairs_sum = torch.zeros(N, N, device=device)
+                beta = influence_beta(run.env_steps, config.influence_weight, config.influence_ramp_steps,
+                                      config.influence_schedule) if policy.rewards_influence else 0.0
+                finished = []  # the episodes this update ended (EpisodeTracker results)
+                influence_sum, pairs_sum = torch.zeros(N, device=device), torch.zeros(N, N, device=device)
 
                 # --- 1. rollout -----------------------------------------------------------
                 with torch.no_grad():
                     for t in range(T):
                         tic = time.perf_counter()
-                        if t % L == 0:
-                            for buf, x in zip(state_bufs, lstm_state, strict=True):
-                                buf[t // L] = x
-                        obs_t = staging.put("obs", obs, obs_buf[t])  # the env's views straight into the rollout
-                        prev_t = staging.put("prev_actions", info["prev_actions"], prev_actions_buf[t])
-                        start_t = staging.put("episode_start", episode_start, start_buf[t])
-                        visible_t = staging.put("visible", info["visible"], visible_buf[t])
-                        actions, logprobs, value, lstm_state, influence, pairs, extras = policy.act(
-                            obs_t, prev_t, visible_t, lstm_state, start_t, sampler)
-                        for name, x in extras.items():
-                            if name not in extra_bufs:
-                                extra_bufs[name] = torch.zeros((T, *x.shape), dtype=x.dtype, device=device)
-                            extra_bufs[name][t] = x
-                        actions_buf[t], logprob_buf[t], value_buf[t] = actions.T, logprobs.T, value.T
-                        actions_np = actions.T.cpu().numpy()
+                        obs_t, prev_t, visible_t, start_t = rollout.stage_inputs(t, obs, info, run.episode_start,
+                                                                                 run.lstm_state)
+                        step = policy.act(obs_t, prev_t, visible_t, run.lstm_state, start_t, sampler)
+                        rollout.store_outputs(t, step)
+                        run.lstm_state = step.state
+                        actions_np = step.actions.T.cpu().numpy()
                         timers["forward"] += time.perf_counter() - tic
 
                         tic = time.perf_counter()
-                        if recorder:
-                            recorder.before_step(obs)
+                        if run.recorder:
+                            run.recorder.before_step(obs)
                         obs, rewards, _, truncated, info = env.step(actions_np)
-                        trained = reward_transform(rewards, episode_start)
+                        trained = run.reward_transform(rewards, run.episode_start)
                         timers["env"] += time.perf_counter() - tic
 
                         tic = time.perf_counter()
-                        staging.put("rewards", trained, reward_buf[t])
-                        if influence is not None:
-                            if config.influence_clip > 0:  # as the reference: c in [-clip, clip] (PMI can be < 0)
-                                influence = influence.clamp(-config.influence_clip, config.influence_clip)
-                            if policy.influence_rewards_actions:
-                                reward_buf[t] = config.extrinsic_weight * reward_buf[t] + beta * influence
-                            else:  # it rewards another head (messages): see policy.prepare_update
-                                if "influence" not in extra_bufs:
-                                    extra_bufs["influence"] = torch.zeros((T, B, N), device=device)
-                                extra_bufs["influence"][t] = influence
-                            influence_sum += influence.sum(0)
-                            pairs_sum += pairs.sum(0)
-                        staging.put("done", truncated, done_buf[t])
-                        env_steps += B
-                        ended = tracker.update(rewards, truncated)
+                        rollout.store_rewards(t, trained, truncated)
+                        if step.influence is not None:
+                            step = _mix_influence(config, policy, rollout, t, step, beta)
+                            influence_sum += step.influence.sum(0)
+                            pairs_sum += step.influence_pairs.sum(0)
+                        run.env_steps += B
+                        ended = run.tracker.update(rewards, truncated)
                         if ended is not None:
                             finished.append(ended)
-                        if recorder:
-                            logged = {name: x.cpu().numpy() for name, x in extras.items() if name == "messages"}
-                            if influence is not None:
-                                logged.update(influence=influence.cpu().numpy(), influence_pairs=pairs.cpu().numpy())
-                            recorder.after_step(actions_np, rewards, truncated, ended, env_steps, update, logged)
-                        episode_start = truncated.copy()
+                        if run.recorder:
+                            run.recorder.after_step(actions_np, rewards, truncated, ended, run.env_steps, run.update,
+                                                    step)
+                        run.episode_start = truncated.copy()
                         timers["logging"] += time.perf_counter() - tic
 
                     # --- 2. advantages --------------------------------------------------------
                     tic = time.perf_counter()
-                    last_value = policy.values(staging.put("obs", obs, next_obs),
-                                               staging.put("prev_actions", info["prev_actions"], next_prev),
-                                               lstm_state, staging.put("episode_start", episode_start, next_start))
-                    advantages, returns = gae(reward_buf, value_buf, done_buf, last_value.T,
+                    next_obs, next_prev, next_start = rollout.stage_next(obs, info, run.episode_start)
+                    bootstrap = policy.values(next_obs, next_prev, run.lstm_state, next_start)
+                    advantages, returns = gae(rollout.rewards, rollout.values, rollout.done, bootstrap.values.T,
                                               config.gamma, config.gae_lambda)
                     timers["forward"] += time.perf_counter() - tic
 
                 # --- 3. update ----------------------------------------------------------------
                 tic = time.perf_counter()
-                rollout = {"obs": obs_buf, "prev_actions": prev_actions_buf, "actions": actions_buf,
-                           "episode_start": start_buf, "visible": visible_buf, "old_logprobs": logprob_buf,
-                           "advantages": advantages, "returns": returns, **_next_actions(actions_buf, done_buf),
-                           **extra_bufs}
-                if hasattr(policy, "prepare_update"):
-                    rollout.update(policy.prepare_update({**rollout, "rewards": reward_buf, "dones": done_buf}, beta))
-                losses = _update(config, policy, optimizer, sampler, rollout, state_bufs)
+                batch = rollout.batch(advantages, returns)
+                batch.update(policy.prepare_update({**batch, "rewards": rollout.rewards, "dones": rollout.done},
+                                                   bootstrap, beta))
+                losses = _update(config, policy, optimizer, sampler, batch, rollout.lstm_states)
                 timers["backward"] += time.perf_counter() - tic
-                update += 1
+                run.update += 1
 
                 # --- 4. log, then checkpoint (a row is never missing from a resumed run) ---------
                 elapsed = time.perf_counter() - update_start
-                row = _metrics_row(update, env_steps, time.perf_counter() - started, B * T / elapsed, lr,
+                row = _metrics_row(run.update, run.env_steps, time.perf_counter() - started, B * T / elapsed, lr,
                                    finished, losses, timers, N)
-                if policy.influence:
+                if policy.computes_influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
                 metrics_writer.writerow(row)
                 metrics_file.flush()
-                last_update = update >= total_updates or stop["stop"] or update == max_updates
-                if update % config.checkpoint_every == 0 or last_update:
-                    _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start,
-                                     tracker, reward_transform, recorder, update, env_steps)
+                last_update = run.update >= total_updates or stop["stop"] or run.update == max_updates
+                if run.update % config.checkpoint_every == 0 or last_update:
+                    run.save(files.checkpoint)
                 if on_update:
                     on_update(row)
-            stopped_early = update < total_updates
     finally:
         metrics_file.close()
-        if recorder:
-            recorder.close()
-    return TrainResult(files.root, update, env_steps, stopped_early, row)
+        if run.recorder:
+            run.recorder.close()
+    return TrainResult(files.root, run.update, run.env_steps, run.update < total_updates, row)
+
+
+def _mix_influence(config: Config, policy, rollout: Rollout, t: int, step: ActOutput, beta: float) -> ActOutput:
+    """Step t's influence reward ``c [B, N]``, clipped to [-clip, clip] as the reference does (PMI
+    can be < 0), into the rollout: the trained reward becomes ``extrinsic_weight * e + beta * c``
+    where it rewards actions, else ``c`` is stored for the head it rewards (the messages: see
+    ``Policy.prepare_update``). Returns ``step`` with the clipped influence (what is logged)."""
+    influence = step.influence
+    if config.influence_clip > 0:
+        influence = influence.clamp(-config.influence_clip, config.influence_clip)
+    if policy.influence_rewards_actions:
+        rollout.rewards[t] = config.extrinsic_weight * rollout.rewards[t] + beta * influence
+    else:
+        rollout.store_extra(t, "influence", influence)
+    return step._replace(influence=influence)
+
+
+class Rollout:
+    """One rollout's tensors on the device (names and shapes in the module docstring), and the
+    copies of each step's numpy env outputs into them."""
+
+    def __init__(self, T: int, B: int, N: int, obs_shape: tuple, lstm_state: tuple, bptt_length: int, device):
+        self.obs = torch.zeros((T, B, N) + obs_shape, dtype=torch.uint8, device=device)
+        self.actions = torch.zeros((T, B, N), dtype=torch.long, device=device)
+        self.prev_actions = torch.zeros((T, B, N), dtype=torch.long, device=device)
+        self.logprobs, self.values, self.rewards = (torch.zeros((T, B, N), device=device) for _ in range(3))
+        self.episode_start = torch.zeros((T, B), dtype=torch.bool, device=device)
+        self.done = torch.zeros((T, B), dtype=torch.bool, device=device)
+        self.visible = torch.zeros((T, B, N, N), dtype=torch.bool, device=device)
+        self.extras = {}  # every step writes every extra, so they are reused from update to update
+        self.lstm_states = [torch.zeros((T // bptt_length,) + tuple(x.shape), device=device) for x in lstm_state]
+        self.bptt_length = bptt_length
+        # the policy inputs after the rollout's last step, for the bootstrap values
+        self.next_obs, self.next_prev = self.obs[0].clone(), self.prev_actions[0].clone()
+        self.next_start = self.episode_start[0].clone()
+        self.staging = _Staging(device)
+
+    def stage_inputs(self, t: int, obs, info: dict, episode_start, lstm_state):
+        """Step t's policy inputs into the rollout (and the LSTM state at a chunk start); returns
+        the device tensors ``obs, prev_actions, visible, episode_start``."""
+        if t % self.bptt_length == 0:
+            for buf, x in zip(self.lstm_states, lstm_state, strict=True):
+                buf[t // self.bptt_length] = x
+        put = self.staging.put
+        obs_t = put("obs", obs, self.obs[t])  # the env's views straight into the rollout
+        prev_t = put("prev_actions", info["prev_actions"], self.prev_actions[t])
+        start_t = put("episode_start", episode_start, self.episode_start[t])
+        visible_t = put("visible", info["visible"], self.visible[t])
+        return obs_t, prev_t, visible_t, start_t
+
+    def store_outputs(self, t: int, step: ActOutput) -> None:
+        for name, x in step.extras.items():
+            self.store_extra(t, name, x)
+        self.actions[t], self.logprobs[t], self.values[t] = step.actions.T, step.logprobs.T, step.values.T
+
+    def store_extra(self, t: int, name: str, x: torch.Tensor) -> None:
+        if name not in self.extras:
+            self.extras[name] = torch.zeros((self.obs.shape[0], *x.shape), dtype=x.dtype, device=x.device)
+        self.extras[name][t] = x
+
+    def store_rewards(self, t: int, rewards, truncated) -> None:
+        """The (transformed) env rewards ``[B, N]`` and episode ends ``[B]`` of step t."""
+        self.staging.put("rewards", rewards, self.rewards[t])
+        self.staging.put("done", truncated, self.done[t])
+
+    def stage_next(self, obs, info: dict, episode_start):
+        """The policy inputs after the last step: ``obs, prev_actions, episode_start``."""
+        put = self.staging.put
+        return (put("obs", obs, self.next_obs), put("prev_actions", info["prev_actions"], self.next_prev),
+                put("episode_start", episode_start, self.next_start))
+
+    def batch(self, advantages, returns) -> dict:
+        """The update's inputs by name, each ``[T, B, ...]``."""
+        return {"obs": self.obs, "prev_actions": self.prev_actions, "actions": self.actions,
+                "episode_start": self.episode_start, "visible": self.visible, "old_logprobs": self.logprobs,
+                "advantages": advantages, "returns": returns, **_next_actions(self.actions, self.done),
+                **self.extras}
 
 
 def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
     """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them.
 
     The rollout [T, B] is cut into S = (T / L) * B sequences of L steps; sequence s = c * B + b
-    is chunk c of env b and starts from the stored LSTM states ``state_bufs[i][c][:, b]``.
+    is chunk c of env b and starts from the stored LSTM states ``state_bufs[i][c][:, b]``
+    (``Rollout.lstm_states``).
     """
     T, B, N = rollout["actions"].shape
     L = config.bptt_length
@@ -319,7 +358,7 @@ def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
             loss = terms.loss if aux is None else terms.loss + aux["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            norms = clip_grad_norm_per_agent(list(policy.model.parameters()), N, config.max_grad_norm)
+            norms = clip_grad_norm_per_agent(list(policy.networks.parameters()), N, config.max_grad_norm)
             optimizer.step()
             for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 totals[name] = totals.get(name, 0.0) + getattr(terms, name).item()
@@ -371,16 +410,16 @@ def _transform_params(config: Config) -> dict:
 
 
 def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
-    extra = []
-    if model in INFLUENCE_MODELS:
-        extra = (["influence_weight"] + [f"influence_agent_{k}" for k in range(num_agents)]
-                 + [f"influence_{k}_on_{j}" for k in range(num_agents) for j in range(num_agents) if j != k])
+    """The columns of ``metrics.csv`` for ``Config.model`` ``model``."""
+    policy = policy_class(model)
+    influence = []
+    if policy.computes_influence:
+        influence = (["influence_weight"] + [f"influence_agent_{k}" for k in range(num_agents)]
+                     + [f"influence_{k}_on_{j}" for k in range(num_agents) for j in range(num_agents) if j != k])
     return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
-            + [f"return_agent_{k}" for k in range(num_agents)] + list(SOCIAL)
+            + [f"return_agent_{k}" for k in range(num_agents)] + list(OUTCOME_KEYS)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
-            + [f"{name}_s" for name in TIMERS] + extra
-            + (["moa_loss", "moa_accuracy"] if model in ("moa", "moa-baseline") else [])
-            + (["message_policy_loss", "message_entropy"] if model in ("comm", "comm-baseline") else []))
+            + [f"{name}_s" for name in TIMERS] + influence + list(policy.metric_columns))
 
 
 def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:
@@ -391,12 +430,12 @@ def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N
         row["collective_return"] = float(returns.sum(1).mean())
         for k in range(N):
             row[f"return_agent_{k}"] = float(returns[:, k].mean())
-        for name in SOCIAL:
+        for name in OUTCOME_KEYS:
             values = np.concatenate([f[name] for f in finished])
             row[name] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     else:
         row["episodes"] = 0
-        for name in ["collective_return", *[f"return_agent_{k}" for k in range(N)], *SOCIAL]:
+        for name in ["collective_return", *[f"return_agent_{k}" for k in range(N)], *OUTCOME_KEYS]:
             row[name] = float("nan")
     row.update(losses)
     row.update({f"{name}_s": round(value, 4) for name, value in timers.items()})
@@ -435,29 +474,10 @@ def _truncate_metrics(path: Path, update: int) -> None:
         csv.writer(handle).writerows([header, *kept])
 
 
-def _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start, tracker,
-                     reward_transform, recorder, update, env_steps):
-    checkpoint.save(files.checkpoint, {
-        "config": config.to_dict(),
-        "versions": {"ssdinfluence": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
-        "update": update,
-        "env_steps": env_steps,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "sampler": sampler.get_state(),
-        "env_state": checkpoint.to_storable(env.get_state()),
-        "lstm_state": [x.cpu() for x in lstm_state],
-        "episode_start": torch.from_numpy(episode_start.copy()),
-        "tracker": checkpoint.to_storable(tracker.state_dict()),
-        "reward_transform": checkpoint.to_storable(reward_transform.state_dict()),
-        "recorder": recorder.state_dict() if recorder else {},
-    })
-
-
-def _make_recorder(config, env, files):
+def _make_recorder(config, env, files, policy):
     if not config.logged_envs:
         return None
     from .recorder import TrajectoryRecorder
 
-    return TrajectoryRecorder(files.trajectories, env, config, influence=config.model in INFLUENCE_MODELS,
-                              messages=config.model in ("comm", "comm-baseline"))
+    return TrajectoryRecorder(files.trajectories, env, config, influence=policy.computes_influence,
+                              messages=policy.logs_messages)

@@ -91,6 +91,8 @@ import h5py
 import numpy as np
 
 from .envs import tiles
+from .envs.base import MAP_FIELDS
+from .runtime import sigint_deferred
 
 try:  # POSIX only; elsewhere the "another process is writing" check is skipped
     import fcntl
@@ -108,8 +110,7 @@ _CHUNK_BYTES = 64 * 1024
 _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 16, 1024
 
 # Step datasets: key in the ``steps`` dict / in TrajectoryReader.episode() -> path in the file.
-_MAP_FIELDS = ("grid", "positions", "orientations", "beams")
-_BASE_STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations") + _MAP_FIELDS
+_BASE_STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations") + MAP_FIELDS
 _GENERATED_STEP_FIELDS = ("terminations", "truncations")  # written by the writer, not passed in
 _BASE_EPISODE_FIELDS = ("start", "length", "env_index", "env_steps", "update", "returns")
 _RESERVED_STEP_NAMES = set(_BASE_STEP_FIELDS) | {"map", "episodes"}
@@ -132,7 +133,7 @@ class TrajectoryFileError(ValueError):
 
 
 def _step_path(name: str) -> str:
-    return f"map/{name}" if name in _MAP_FIELDS else name
+    return f"map/{name}" if name in MAP_FIELDS else name
 
 
 def _action_dtype(num_actions: int) -> np.dtype:
@@ -241,33 +242,6 @@ def _check_range(where: str, name: str, array: np.ndarray, low: int, high: int, 
     if array.size and (array.min() < low or array.max() > high):
         bad = array.min() if array.min() < low else array.max()
         raise ValueError(f"{where}[{name!r}] has value {bad}, expected {what} in {low}..{high}")
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold a Ctrl-C (SIGINT) until the block is done, then act on it.
-
-    A KeyboardInterrupt raised inside h5py/HDF5 in the middle of an SWMR write can leave the
-    library in a state where closing the file never returns (seen under load); deferring it
-    to the end of one episode's write costs milliseconds and keeps every episode whole.
-    """
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            if callable(previous):
-                previous(signal.SIGINT, None)  # e.g. the trainer's stop flag, or Python's KeyboardInterrupt
-            elif previous == signal.SIG_DFL:
-                raise KeyboardInterrupt
 
 
 def _has_hdf5_signature(path: Path) -> bool:
@@ -803,7 +777,7 @@ class TrajectoryWriter:
         episode_data["start"] = np.int64(S)
         episode_data["length"] = np.int64(T)
         try:
-            with _sigint_deferred(), _translate_h5(self.path, "appending an episode"):
+            with sigint_deferred(), _translate_h5(self.path, "appending an episode"):
                 for name, dataset in self._steps.items():
                     dataset.resize(S + T, axis=0)
                     dataset[S:S + T] = step_data[name]

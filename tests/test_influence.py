@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ssdinfluence.influence import counterfactual_logits, divergence, influence_weight
+from ssdinfluence.influence import counterfactual_logits, divergence, influence_beta
 from ssdinfluence.models import AgentNetworks
 
 
@@ -121,13 +121,13 @@ def test_no_nan_or_inf_for_near_deterministic_policies():
             assert torch.isfinite(value).all(), (kind, actual, value)
 
 
-def test_influence_weight_schedules():
-    assert influence_weight(0, 2.0, ramp_steps=100) == 0.0
-    assert influence_weight(50, 2.0, ramp_steps=100) == 1.0
-    assert influence_weight(500, 2.0, ramp_steps=100) == 2.0
-    assert influence_weight(5e6, 2.0, schedule="reference") == 0.0
-    assert influence_weight(5.5e7, 2.0, schedule="reference") == pytest.approx(1.0)
-    assert influence_weight(2e8, 2.0, schedule="reference") == pytest.approx(1.5)
-    assert influence_weight(4e8, 2.0, schedule="reference") == 1.0
+def test_influence_beta_schedules():
+    assert influence_beta(0, 2.0, ramp_steps=100) == 0.0
+    assert influence_beta(50, 2.0, ramp_steps=100) == 1.0
+    assert influence_beta(500, 2.0, ramp_steps=100) == 2.0
+    assert influence_beta(5e6, 2.0, schedule="reference") == 0.0
+    assert influence_beta(5.5e7, 2.0, schedule="reference") == pytest.approx(1.0)
+    assert influence_beta(2e8, 2.0, schedule="reference") == pytest.approx(1.5)
+    assert influence_beta(4e8, 2.0, schedule="reference") == 1.0
     with pytest.raises(ValueError, match="unknown influence schedule"):
-        influence_weight(0, 1.0, schedule="cosine")
+        influence_beta(0, 1.0, schedule="cosine")

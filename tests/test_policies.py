@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from ssdinfluence.influence import divergence
-from ssdinfluence.policies import BasicInfluence, ModelOfOtherAgentsInfluence
+from ssdinfluence.policies import BasicInfluence, ModelOfOtherAgentsInfluence, ValueOutput
 from ssdinfluence.train import _next_actions
 
 N, A, B, M_INFL = 4, 9, 6, 2
@@ -30,8 +30,8 @@ def test_changing_an_influencers_action_changes_the_influencees_input():
     assert torch.equal(extra[:M_INFL], torch.zeros_like(extra[:M_INFL]))  # influencers see nothing
     assert not torch.equal(extra[M_INFL:], extra_changed[M_INFL:])
     start = torch.zeros(B, dtype=torch.bool)
-    logits, _, _ = policy.model.step(obs, extra, state, start)
-    logits_changed, _, _ = policy.model.step(obs, extra_changed, state, start)
+    logits, _, _ = policy.networks.step(obs, extra, state, start)
+    logits_changed, _, _ = policy.networks.step(obs, extra_changed, state, start)
     assert torch.equal(logits[:M_INFL], logits_changed[:M_INFL])
     assert not torch.allclose(logits[M_INFL:], logits_changed[M_INFL:])
 
@@ -44,15 +44,15 @@ def test_influence_reward_matches_a_naive_recomputation(kind):
     with torch.no_grad():
         actions, logprobs, values, _, influence, pairs, _ = policy.act(obs, None, None, state, start, sampler)
         # the influencers' policies, read with their (always empty) influencer block
-        empty = torch.zeros(N, B, policy.model.extra_size)
-        speaker = torch.softmax(policy.model.step(obs, empty, state, start)[0], -1)  # [N, B, A]
+        empty = torch.zeros(N, B, policy.networks.extra_size)
+        speaker = torch.softmax(policy.networks.step(obs, empty, state, start)[0], -1)  # [N, B, A]
         expected = torch.zeros(B, N, N, dtype=torch.float64)
         for k in range(M_INFL):
             conditionals = []
             for a in range(A):
                 cf = actions.T.clone()
                 cf[:, k] = a
-                conditionals.append(torch.softmax(policy.model.step(obs, policy.extra(cf), state, start)[0], -1))
+                conditionals.append(torch.softmax(policy.networks.step(obs, policy.extra(cf), state, start)[0], -1))
             cond = torch.stack(conditionals).double()  # [A, N, B, A_j]
             marginal = (speaker[k].T.double().unsqueeze(-1).unsqueeze(1) * cond).sum(0)  # [N, B, A_j]
             for j in range(M_INFL, N):
@@ -109,7 +109,7 @@ def test_moa_influence_matches_rerunning_the_moa():
     visible = torch.ones(B, N, N, dtype=torch.bool)
     visible[0, 0, 2] = False  # agent 2 out of agent 0's view in env 0
     start = torch.zeros(B, dtype=torch.bool)
-    moa, agents = policy.model.moa, policy.model.agents
+    moa, agents = policy.networks.moa, policy.networks.agents
     with torch.no_grad():
         actions, _, _, _, influence, pairs, _ = policy.act(obs, None, visible, state, start, torch.Generator().manual_seed(2))
         conv = agents.conv(obs)
@@ -157,9 +157,9 @@ def test_moa_weights_change_and_its_loss_falls_on_a_fixed_batch():
     policy, _, _ = setup_moa(visible_only=False)
     batch = moa_batch(policy)
     state = policy.initial_state(B, "cpu")
-    moa_params = list(policy.model.moa.parameters())
+    moa_params = list(policy.networks.moa.parameters())
     before = [p.detach().clone() for p in moa_params]
-    optimizer = torch.optim.Adam(policy.model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(policy.networks.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
         _, _, aux = policy.sequence(batch, state)
@@ -191,11 +191,11 @@ def test_moa_loss_ignores_agents_out_of_view_and_invalid_steps():
 
 def setup_comm(kind="kl"):
     from ssdinfluence.config import build_config
-    from ssdinfluence.policies import InfluentialCommunication
+    from ssdinfluence.policies import InfluentialCommunication, MessageLoss
 
     torch.manual_seed(3)
     config = build_config({"model": "comm", "agents": N})
-    policy = InfluentialCommunication(N, A, vocabulary=5, kind=kind, config=config, device="cpu")
+    policy = InfluentialCommunication(N, A, vocabulary=5, kind=kind, loss=MessageLoss.from_config(config), device="cpu")
     obs = torch.randint(0, 256, (B, N, 15, 15, 3), dtype=torch.uint8)
     return policy, obs
 
@@ -215,8 +215,8 @@ def test_messages_reach_the_others_at_the_next_step():
         assert torch.equal(extra[2].reshape(B, N, 5).argmax(-1), sent)
         changed = state[2].clone()
         changed[0] = torch.roll(changed[0], 1, dims=-1)  # agent 0 said something else
-        logits_a = policy.model.agents.step(obs, policy._extra(state[2]), state[:2], start)[0]
-        logits_b = policy.model.agents.step(obs, policy._extra(changed), state[:2], start)[0]
+        logits_a = policy.networks.agents.step(obs, policy._extra(state[2]), state[:2], start)[0]
+        logits_b = policy.networks.agents.step(obs, policy._extra(changed), state[:2], start)[0]
         assert not torch.allclose(logits_a[1:], logits_b[1:])
         _, _, _, _, _, _, extras = policy.act(obs, None, None, state, start, sampler)
         assert torch.equal(extras["prev_messages"], sent)
@@ -239,7 +239,7 @@ def test_message_influence_matches_a_naive_recomputation(kind):
             for m in range(V):
                 cf = one_hot.clone()
                 cf[k] = F.one_hot(torch.full((B,), m), V).float()
-                conditionals.append(policy.model.agents.step(obs, policy._extra(cf), (h, c), start)[0])
+                conditionals.append(policy.networks.agents.step(obs, policy._extra(cf), (h, c), start)[0])
             cf_logits = torch.stack(conditionals).permute(1, 0, 2, 3)  # [N_j, V, B, A]
             actual = one_hot[k].argmax(-1).unsqueeze(0).expand(N, B)
             felt = divergence(cf_logits, speaker[k].T.unsqueeze(0).expand(N, V, B), actual, kind, taken=actions)
@@ -252,12 +252,12 @@ def test_message_influence_matches_a_naive_recomputation(kind):
 def test_message_reward_is_credited_to_the_message_that_caused_it():
     policy, _ = setup_comm()
     T = 3
-    policy.last_message_values = torch.zeros(N, B)
+    bootstrap = ValueOutput(torch.zeros(N, B), {"message_values": torch.zeros(B, N)})
     rollout = {"message_values": torch.zeros(T, B, N), "influence": torch.zeros(T, B, N),
                "rewards": torch.zeros(T, B, N), "dones": torch.zeros(T, B, dtype=torch.bool)}
     rollout["influence"][2, 0, 1] = 1.0  # agent 1's message of step 1 influenced step 2
-    out = policy.prepare_update(rollout, beta=2.0)
-    gamma, lam = policy.config.gamma, policy.config.gae_lambda
+    out = policy.prepare_update(rollout, bootstrap, beta=2.0)
+    gamma, lam = policy.loss.gamma, policy.loss.gae_lambda
     assert out["message_returns"][1, 0, 1].item() == pytest.approx(2.0)
     # values are zero, so the lambda-return equals the advantage: gamma * lambda * 2 one step earlier
     assert out["message_advantages"][0, 0, 1].item() == pytest.approx(gamma * lam * 2.0)

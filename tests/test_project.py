@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ssdinfluence.cli import main
@@ -36,6 +37,22 @@ def test_env_modules_import_no_heavy_dependencies():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("module", ["ssdinfluence.config", "ssdinfluence.sweep", "ssdinfluence.cli",
+                                    "ssdinfluence.runtime", "ssdinfluence.names"])
+def test_configuring_and_the_command_line_import_no_torch(module):
+    """``--help``, config validation and sweep expansion start without torch (seconds, 300 MB)."""
+    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_model_name_has_its_policy_class():
+    from ssdinfluence.names import MODELS
+    from ssdinfluence.policies import POLICIES, Policy
+
+    assert tuple(POLICIES) == MODELS
+    assert all(issubclass(cls, Policy) for cls in POLICIES.values())
 
 
 def test_cli_rollout_and_info():

@@ -63,6 +63,10 @@ _GAMES = {
                       "restoration_threshold", "waste_spawn_mode")),
 }
 
+# The compact map state of one step (``BatchedEnv.map_state``): enough to re-render the map;
+# the trajectory logs store these per step.
+MAP_FIELDS = ("grid", "positions", "orientations", "beams")
+
 # State arrays: name -> (dtype, shape as a function of (B, N, H, W)).
 _STATE_SPEC = {
     "grid": (np.uint8, lambda B, N, H, W: (B, H, W)),
@@ -95,7 +99,7 @@ class BatchedEnv:
         self.name = name
         self.params = _make_params(self.game, compat, rule_params)
         self.layout = maps.parse_map(self.game.default_map if map is None else map)
-        num_envs, num_agents = _positive_int("num_envs", num_envs), _positive_int("num_agents", num_agents)
+        num_envs, num_agents = positive_int("num_envs", num_envs), positive_int("num_agents", num_agents)
         if num_agents > len(self.layout.spawn_points):
             raise ValueError(
                 f"too many agents for the map: {num_agents} agents but only "
@@ -254,7 +258,7 @@ class BatchedEnv:
         ``grid`` [E, H, W] uint8, ``positions`` [E, N, 2] int32, ``orientations`` [E, N] int8,
         ``beams`` [E, H, W] uint8: enough to re-render the whole map (see :func:`render_frame`).
         """
-        return {k: self._state[k][indices] for k in ("grid", "positions", "orientations", "beams")}
+        return {k: self._state[k][indices] for k in MAP_FIELDS}
 
     def render(self, index: int = 0, scale: int = 8) -> np.ndarray:
         """Whole map of env ``index`` as RGB, ``[H * scale, W * scale, 3] uint8``.
@@ -264,7 +268,7 @@ class BatchedEnv:
         """
         if not 0 <= int(index) < self.num_envs:
             raise ValueError(f"index {index} out of range for {self.num_envs} envs")
-        scale = _positive_int("scale", scale)
+        scale = positive_int("scale", scale)
         s = self._state
         core.render_codes(int(index), s["grid"], s["positions"], s["beams"], self._render_codes)
         return render_frame(self._render_codes, s["positions"][index], s["orientations"][index],
@@ -348,7 +352,8 @@ def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndar
     return frame
 
 
-def _positive_int(name: str, value) -> int:
+def positive_int(name: str, value) -> int:
+    """``value`` as an int >= 1 (numpy integers too, never a bool), else ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

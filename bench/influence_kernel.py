@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ssdinfluence.influence import counterfactual_logits, divergence
-from ssdinfluence.models import AgentNetworks
+from ssdinfluence.networks import AgentNetworks
 
 A = 9
 

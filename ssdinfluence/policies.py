@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from .algos import gae, normalise_per_agent, policy_loss_terms
 from .influence import counterfactual_logits, divergence
-from .models import AgentNetworks, BatchedLinear, ModelOfOtherAgents, reset_state, run_lstm
+from .networks import AgentNetworks, BatchedLinear, ModelOfOtherAgents, reset_state, run_lstm
 
 
 class ActOutput(NamedTuple):

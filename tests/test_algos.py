@@ -15,7 +15,7 @@ from ssdinfluence.algos import (
     normalise_per_agent,
     policy_loss_terms,
 )
-from ssdinfluence.models import AgentNetworks
+from ssdinfluence.networks import AgentNetworks
 
 
 def test_gae_by_hand():

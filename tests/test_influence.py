@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ssdinfluence.influence import counterfactual_logits, divergence, influence_beta
-from ssdinfluence.models import AgentNetworks
+from ssdinfluence.networks import AgentNetworks
 
 
 def naive_counterfactual_logits(model, obs, extra, state, blocks, fc_size=32):

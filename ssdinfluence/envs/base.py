@@ -7,6 +7,7 @@ which write into buffers allocated here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -52,13 +53,15 @@ class _Game:
     kernel_id: int
     num_actions: int
     default_map: str
+    # EnvParams -> (params float64, offsets [*, 2] int64): the game's respawn rule for the kernels
+    kernel_params: Callable[[EnvParams], tuple]
     rule_fields: tuple = field(default=())
 
 
 _GAMES = {
-    "harvest": _Game("harvest", core.HARVEST, harvest.NUM_ACTIONS, maps.HARVEST_MAP,
+    "harvest": _Game("harvest", core.HARVEST, harvest.NUM_ACTIONS, maps.HARVEST_MAP, harvest.kernel_params,
                      ("regrowth_probs", "regrowth_neighbourhood")),
-    "cleanup": _Game("cleanup", core.CLEANUP, cleanup.NUM_ACTIONS, maps.CLEANUP_MAP,
+    "cleanup": _Game("cleanup", core.CLEANUP, cleanup.NUM_ACTIONS, maps.CLEANUP_MAP, cleanup.kernel_params,
                      ("apple_respawn_prob", "waste_spawn_prob", "depletion_threshold",
                       "restoration_threshold", "waste_spawn_mode")),
 }
@@ -113,15 +116,7 @@ class BatchedEnv:
         self.horizon = self.params.horizon
         self.palette = tiles.make_palette(num_agents)
 
-        p = self.params
-        if name == "harvest":
-            self._game_params = harvest.game_params(p.regrowth_probs)
-            self._offsets = harvest.neighbour_offsets(p.regrowth_neighbourhood)
-        else:
-            self._game_params = cleanup.game_params(
-                p.apple_respawn_prob, p.waste_spawn_prob, p.depletion_threshold,
-                p.restoration_threshold, p.waste_spawn_mode)
-            self._offsets = np.zeros((0, 2), dtype=np.int64)
+        game_params, offsets = self.game.kernel_params(self.params)
 
         B, N = num_envs, num_agents
         H, W = self.layout.shape
@@ -149,6 +144,19 @@ class BatchedEnv:
         self._seed = seed
         self._state["rng"][:] = seed_states(seed, B)
         self._needs_reset = True
+        # The kernels' arguments, grouped as the tuples of ``core`` (views of the arrays above:
+        # arrays are only ever written in place, so these stay valid).
+        p, s, layout = self.params, self._state, self.layout
+        self._world = (self.game.kernel_id, layout.initial_grid, layout.spawn_points, layout.apple_cells,
+                       layout.waste_cells, offsets, game_params, self.palette, p.draw_beams, p.view_flip,
+                       p.horizon, p.beam_length, np.float32(p.apple_reward), np.float32(p.fire_cost),
+                       np.float32(p.hit_penalty))
+        self._kernel_state = (s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
+                              s["step_count"], s["prev_actions"], s["returns"], s["rng"])
+        self._scratch = (self._target, self._moving, self._settled, self._order, self._spawn_perm, self._grow,
+                         self._view)
+        self._outputs = (self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
+                         self._visible)
 
     # ------------------------------------------------------------------ API
     def reset(self, seed: int | None = None):
@@ -159,14 +167,7 @@ class BatchedEnv:
         if seed is not None:
             self._state["rng"][:] = seed_states(seed, self.num_envs)
             self._seed = seed
-        s = self._state
-        core.reset_kernel(
-            self.game.kernel_id, self._all_envs, self.layout.initial_grid, self.layout.spawn_points,
-            self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
-            self.palette, self.params.draw_beams, self.params.view_flip,
-            s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
-            s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._spawn_perm,
-            self._grow, self._view, self._obs, self._visible)
+        core.reset_kernel(self._all_envs, self._world, self._kernel_state, self._scratch, self._outputs)
         self._truncated[:] = False
         self._rewards[:] = 0.0
         self._needs_reset = False
@@ -193,17 +194,7 @@ class BatchedEnv:
 
     def _run_step_kernel(self) -> None:
         """Step every env with the actions already in ``self._actions`` (validated)."""
-        s, p = self._state, self.params
-        core.step_kernel(
-            self.game.kernel_id, self._actions, self.layout.initial_grid, self.layout.spawn_points,
-            self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
-            self.palette, p.draw_beams, p.view_flip, p.horizon, p.beam_length,
-            np.float32(p.apple_reward), np.float32(p.fire_cost), np.float32(p.hit_penalty),
-            s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
-            s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._target,
-            self._moving, self._settled, self._order, self._spawn_perm, self._grow, self._view,
-            self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
-            self._visible)
+        core.step_kernel(self._actions, self._world, self._kernel_state, self._scratch, self._outputs)
 
     def get_state(self) -> dict:
         """A copy of the full mutable state: a dict of numpy arrays.

@@ -55,6 +55,14 @@ def game_params(
     )
 
 
+def kernel_params(params) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' view of Cleanup's rule parameters (an ``EnvParams``): :func:`game_params`,
+    and no neighbour offsets (apples respawn by the river's waste density, not by neighbours)."""
+    return (game_params(params.apple_respawn_prob, params.waste_spawn_prob, params.depletion_threshold,
+                        params.restoration_threshold, params.waste_spawn_mode),
+            np.zeros((0, 2), dtype=np.int64))
+
+
 @njit(cache=True, inline="always")
 def apple_probability(waste_density, params):
     """Per-cell apple growth probability at this waste density (0 at or above depletion)."""

@@ -31,6 +31,25 @@ exactly this contract):
 Reset (per env): the initial grid; agents take spawn points by a partial Fisher-Yates over
 the spawn list (``for k: j = k + randint(P - k)``), then orientations ``randint(4)`` for
 each agent in order; then one respawn pass.
+
+The batch kernels take their arrays grouped by role, as tuples in this order (Numba unpacks
+them at no cost; a named tuple would cost a few microseconds per call):
+
+* ``world``: what never changes for an env object: ``game`` (HARVEST or CLEANUP),
+  ``initial_grid`` [H, W] uint8, ``spawn_points`` [P, 2], ``apple_cells``, ``waste_cells``
+  [*, 2] int64, ``offsets`` [*, 2] int64 and ``params`` float64 (the game's respawn rule),
+  ``palette`` [codes, 3] uint8, ``draw_beams``, ``flip_sideways`` (bool), ``horizon``,
+  ``beam_length`` (int), ``apple_reward``, ``fire_cost``, ``hit_penalty`` (float32);
+* ``state``: ``grid`` [B, H, W] uint8, ``positions`` [B, N, 2] int32, ``orientations``
+  [B, N] int8, ``occupancy`` [B, H, W] int16 (agent index or -1), ``beams`` [B, H, W] uint8,
+  ``step_count`` [B] int32, ``prev_actions`` [B, N] int32, ``returns`` [B, N] float32,
+  ``rng`` [B] uint64;
+* ``scratch``: ``target`` [B, N, 2] int64, ``moving``, ``settled`` [B, N] bool, ``order``
+  [B, N] int64, ``spawn_perm`` [B, P] int64, ``grow`` [B, *] bool, ``view`` [B, H + 14, W + 14]
+  uint8;
+* ``out``: ``obs`` [B, N, 15, 15, 3] uint8, ``rewards`` [B, N] float32, ``truncated`` [B]
+  bool, ``final_obs`` like ``obs``, ``episode_returns`` [B, N] float32, ``visible`` [B, N, N]
+  bool.
 """
 
 from __future__ import annotations
@@ -196,7 +215,9 @@ def _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rew
 
 
 @njit(cache=True)
-def _reset_env(game, b, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, spawn_perm, grow):
+def _reset_env(b, world, state, spawn_perm, grow):
+    game, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params = world[:7]
+    grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng = state
     grid[b] = initial_grid
     beams[b] = tiles.NO_BEAM
     occupancy[b] = -1
@@ -261,11 +282,15 @@ def _observe(b, grid, positions, orientations, beams, view, palette, draw_beams,
 
 
 @njit(cache=True, parallel=True)
-def reset_kernel(game, env_mask, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, palette, draw_beams, flip_sideways, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, spawn_perm, grow, view, obs, visible):
+def reset_kernel(env_mask, world, state, scratch, out):
     """Reset the envs where ``env_mask`` ([B] bool) is set and write their first views."""
+    palette, draw_beams, flip_sideways = world[7:10]
+    grid, positions, orientations, occupancy, beams = state[:5]
+    spawn_perm, grow, view = scratch[4:]
+    obs, visible = out[0], out[5]
     for b in prange(grid.shape[0]):
         if env_mask[b]:
-            _reset_env(game, b, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, spawn_perm, grow)
+            _reset_env(b, world, state, spawn_perm, grow)
             _observe(b, grid, positions, orientations, beams, view, palette, draw_beams, flip_sideways, obs, visible)
 
 
@@ -277,15 +302,20 @@ def observe_kernel(grid, positions, orientations, beams, view, palette, draw_bea
 
 
 @njit(cache=True, parallel=True)
-def step_kernel(game, actions, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, palette, draw_beams, flip_sideways, horizon, beam_length, apple_reward, fire_cost, hit_penalty, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, target, moving, settled, order, spawn_perm, grow, view, obs, rewards, truncated, final_obs, episode_returns, visible):
+def step_kernel(actions, world, state, scratch, out):
     """Advance every env one step (see the module docstring) with autoreset.
 
-    Inputs: ``actions`` [B, N] int32 (validated by the caller). Outputs written in place:
-    ``obs`` [B, N, 15, 15, 3] uint8, ``rewards`` [B, N] float32, ``truncated`` [B] bool,
-    ``visible`` [B, N, N] bool; where truncated, ``final_obs`` [B, N, 15, 15, 3] and
+    Inputs: ``actions`` [B, N] int32 (validated by the caller). Outputs written in place
+    (``out``): ``obs`` [B, N, 15, 15, 3] uint8, ``rewards`` [B, N] float32, ``truncated`` [B]
+    bool, ``visible`` [B, N, N] bool; where truncated, ``final_obs`` [B, N, 15, 15, 3] and
     ``episode_returns`` [B, N] float32 hold the finished episode's last view and returns,
     and ``obs`` the new episode's first view.
     """
+    game, _, _, apple_cells, waste_cells, offsets, params, palette = world[:8]
+    draw_beams, flip_sideways, horizon, beam_length, apple_reward, fire_cost, hit_penalty = world[8:]
+    grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng = state
+    target, moving, settled, order, spawn_perm, grow, view = scratch
+    obs, rewards, truncated, final_obs, episode_returns, visible = out
     num_agents = positions.shape[1]
     for b in prange(grid.shape[0]):
         beams[b] = tiles.NO_BEAM
@@ -309,7 +339,7 @@ def step_kernel(game, actions, initial_grid, spawn_points, apple_cells, waste_ce
             final_obs[b] = obs[b]
             for k in range(num_agents):
                 episode_returns[b, k] = returns[b, k]
-            _reset_env(game, b, initial_grid, spawn_points, apple_cells, waste_cells, offsets, params, grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng, spawn_perm, grow)
+            _reset_env(b, world, state, spawn_perm, grow)
             _observe(b, grid, positions, orientations, beams, view, palette, draw_beams, flip_sideways, obs, visible)
 
 

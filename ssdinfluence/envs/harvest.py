@@ -40,6 +40,12 @@ def game_params(regrowth_probs=DEFAULT_REGROWTH_PROBS) -> np.ndarray:
     return probs
 
 
+def kernel_params(params) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' view of Harvest's rule parameters (an ``EnvParams``): the regrowth
+    probabilities (float64 [4]) and the neighbourhood's offsets ([K, 2] int64)."""
+    return game_params(params.regrowth_probs), neighbour_offsets(params.regrowth_neighbourhood)
+
+
 def neighbour_offsets(neighbourhood: str = "3x3") -> np.ndarray:
     if neighbourhood not in NEIGHBOURHOODS:
         raise ValueError(

@@ -117,14 +117,13 @@ class IndependentPolicies(Policy):
 
     @classmethod
     def from_config(cls, config, num_actions, device):
-        return cls(config.agents, num_actions, cls.visible, device)
+        return cls(config.agents, num_actions, device)
 
-    def __init__(self, num_agents: int, num_actions: int, visible: bool, device):
+    def __init__(self, num_agents: int, num_actions: int, device):
         self.num_agents, self.num_actions = num_agents, num_actions
-        self.visible = visible
         others = [[j for j in range(num_agents) if j != k] for k in range(num_agents)]
         self.others = torch.tensor(others, dtype=torch.long, device=device).reshape(num_agents, num_agents - 1)
-        extra_size = (num_agents - 1) * num_actions if visible else 0
+        extra_size = (num_agents - 1) * num_actions if self.visible else 0
         self.networks = AgentNetworks(num_agents, num_actions, extra_size=extra_size).to(device)
 
     def extra(self, prev_actions):

@@ -6,8 +6,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from ssdinfluence.config import build_config
 from ssdinfluence.influence import divergence
-from ssdinfluence.policies import BasicInfluence, ModelOfOtherAgentsInfluence, ValueOutput
+from ssdinfluence.names import MODELS
+from ssdinfluence.policies import (
+    POLICIES,
+    ActOutput,
+    BasicInfluence,
+    ModelOfOtherAgentsInfluence,
+    Policy,
+    ValueOutput,
+    make_policies,
+)
 from ssdinfluence.train import _next_actions
 
 N, A, B, M_INFL = 4, 9, 6, 2
@@ -190,7 +200,6 @@ def test_moa_loss_ignores_agents_out_of_view_and_invalid_steps():
 
 
 def setup_comm(kind="kl"):
-    from ssdinfluence.config import build_config
     from ssdinfluence.policies import InfluentialCommunication, MessageLoss
 
     torch.manual_seed(3)
@@ -263,3 +272,45 @@ def test_message_reward_is_credited_to_the_message_that_caused_it():
     assert out["message_advantages"][0, 0, 1].item() == pytest.approx(gamma * lam * 2.0)
     torch.testing.assert_close(out["message_returns"], out["message_advantages"])
     assert out["message_returns"][2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_policy_does_what_its_class_attributes_say(model):
+    """The trainer, the recorder and evaluate trust these attributes instead of model names."""
+    torch.manual_seed(0)
+    n, T = 3, 2
+    policy = make_policies(build_config({"model": model, "agents": n}), A, "cpu")
+    assert type(policy) is POLICIES[model] and isinstance(policy, Policy)
+    assert policy.computes_influence or not policy.rewards_influence
+    sampler = torch.Generator().manual_seed(0)
+    obs = torch.randint(0, 256, (T, B, n, 15, 15, 3), dtype=torch.uint8)
+    visible = torch.ones(T, B, n, n, dtype=torch.bool)
+    start = torch.zeros(T, B, dtype=torch.bool)
+    start[0] = True
+    first_state = state = policy.initial_state(B, "cpu")
+    prev, steps = torch.zeros(B, n, dtype=torch.long), []
+    with torch.no_grad():
+        for t in range(T):
+            step = policy.act(obs[t], prev, visible[t], state, start[t], sampler)
+            assert isinstance(step, ActOutput)
+            assert step.actions.shape == step.logprobs.shape == step.values.shape == (n, B)
+            assert (step.influence is not None) == (step.influence_pairs is not None) == policy.computes_influence
+            if policy.computes_influence:
+                assert step.influence.shape == (B, n) and step.influence_pairs.shape == (B, n, n)
+            assert ("messages" in step.extras) == policy.logs_messages
+            assert all(x.shape[:2] == (B, n) for x in step.extras.values())
+            steps.append(step)
+            state, prev = step.state, step.actions.T
+        bootstrap = policy.values(obs[-1], prev, state, torch.zeros(B, dtype=torch.bool))
+    assert isinstance(bootstrap, ValueOutput) and bootstrap.values.shape == (n, B)
+    actions = torch.stack([s.actions.T for s in steps])  # [T, B, n]
+    done = torch.zeros(T, B, dtype=torch.bool)
+    batch = {"obs": obs, "prev_actions": torch.cat([torch.zeros_like(actions[:1]), actions[:-1]]), "actions": actions,
+             "episode_start": start, "visible": visible, **_next_actions(actions, done),
+             **{name: torch.stack([s.extras[name] for s in steps]) for name in steps[0].extras}}
+    influence = torch.stack([s.influence for s in steps]) if policy.computes_influence else torch.zeros(T, B, n)
+    batch.update(policy.prepare_update({**batch, "influence": influence, "rewards": torch.zeros(T, B, n),
+                                        "dones": done}, bootstrap, beta=1.0))
+    logits, values, aux = policy.sequence(batch, first_state)
+    assert logits.shape == (T, n, B, A) and values.shape == (T, n, B)
+    assert set(aux or {}) - {"loss"} == set(policy.metric_columns)

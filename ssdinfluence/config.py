@@ -12,8 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES
-from .rewards import REWARD_TRANSFORMS
+from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, REWARD_TRANSFORMS
 
 MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline", "comm", "comm-baseline")
 ALGOS = ("ppo", "a2c")

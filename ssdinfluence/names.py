@@ -7,3 +7,4 @@ without loading the Numba kernels or torch, so ``ssdinfluence --help`` stays fas
 ENV_NAMES = ("cleanup", "harvest")
 DIVERGENCES = ("kl", "jsd", "pmi")
 INFLUENCE_SCHEDULES = ("linear", "reference")
+REWARD_TRANSFORMS = ("none", "collective", "prosocial", "inequity")

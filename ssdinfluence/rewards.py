@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from .names import REWARD_TRANSFORMS
+
 __all__ = [
     "REWARD_TRANSFORMS",
     "Collective",
@@ -42,7 +44,6 @@ __all__ = [
     "make_reward_transform",
 ]
 
-REWARD_TRANSFORMS = ("none", "collective", "prosocial", "inequity")
 
 
 def _positive_int(name: str, value) -> int:

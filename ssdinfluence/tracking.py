@@ -85,6 +85,7 @@ class TensorBoardTracker:
 
     def __init__(self, run_dir: Path, config: dict):
         from torch.utils.tensorboard import SummaryWriter
+
         self.log_dir = run_dir / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2, sort_keys=True) + "\n```")
@@ -102,9 +103,12 @@ class WandbTracker:
     """One W&B run per run directory, resumed with it."""
 
     def __init__(self, run_dir: Path, config: dict, project: str):
+        import secrets
+
         import wandb
+
         id_file = run_dir / "wandb_id"
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
         self.mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_reachable() else "offline")
         self.run = wandb.init(project=project, name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),

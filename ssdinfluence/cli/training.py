@@ -179,8 +179,13 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     --config file < flags.
     """
     from ..config import build_config, load_toml, preset_values
+    from ..tracking import check_installed
     from ..train import RunFiles
 
+    try:
+        check_installed(track)
+    except ImportError as error:
+        raise click.BadParameter(str(error), param_hint="--track") from error
     given = {name for name in flags if ctx.get_parameter_source(name).name == "COMMANDLINE"}
     values = {name: flags[name] for name in given}
     if horizon is not None:
@@ -213,17 +218,6 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--config" if config_file else "options") from error
     _train_with_display(config, resume=bool(resume_dir), quiet=quiet, track=track, wandb_project=wandb_project)
-
-
-def open_run_tracker(kind: str, config, project: str):
-    """:func:`ssdinfluence.tracking.open_tracker`, a missing extra as a usage error naming its pip install."""
-    from ..tracking import open_tracker
-
-    Path(config.out).mkdir(parents=True, exist_ok=True)
-    try:
-        return open_tracker(kind, config, project=project)
-    except ImportError as error:
-        raise click.UsageError(str(error)) from error
 
 
 EPISODE_COLUMNS = ("collective_return", "efficiency", "equality", "sustainability", "peace")
@@ -267,12 +261,14 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
     from rich.table import Table
 
     from ..envs import make
+    from ..tracking import open_tracker
     from ..train import train
 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
                   f"{config.algo}, {config.steps:,} steps, {config.num_envs} envs -> {config.out}")
-    tracker = open_run_tracker(track, config, wandb_project)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    tracker = open_tracker(track, config, project=wandb_project)
     if tracker:
         console.print(f"tracking: {tracker.description}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),

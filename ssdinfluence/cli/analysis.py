@@ -216,6 +216,7 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
     if not runs:
         raise click.BadParameter(f"{root}: no {'trial' if unfinished else 'finished trial'} has metrics yet "
                                  f"({', '.join(f'{n} {s}' for s, n in counts.items())})", param_hint="SWEEP_DIR")
+    runs = _load(runs)
     rows = _comparison(runs, window, drop_nonlearning, min_agent_return)
     if as_json:
         click.echo(json.dumps({"trials": dict(counts), "comparison": rows}, indent=2))
@@ -226,9 +227,33 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
                 click.echo(f"  failed {record['id']}: {record['error'].strip().splitlines()[-1]}")
         print_comparison(rows)
     if not no_plot:
+        if not _has_curves(runs, metric, smooth):  # a fresh sweep whose short trials ended no episode yet
+            if not as_json:
+                click.echo(f"no curves yet: no run has a finite {metric!r} value (no episode has ended)")
+            return
         path = _plot(runs, output or root / "curves.png", metric, smooth)
         if not as_json:
             click.echo(f"curves of {len(runs)} run(s) in {path}")
+
+
+def _load(paths):
+    """Each run read once, for both the table and the curves."""
+    from ..analysis import RunError, load_run
+
+    try:
+        return [load_run(path) for path in paths]
+    except RunError as error:
+        raise click.BadParameter(str(error), param_hint="SWEEP_DIR") from error
+
+
+def _has_curves(runs, metric, smooth) -> bool:
+    """Whether any run has a value of ``metric`` to plot; a bad ``metric`` is a usage error."""
+    from ..analysis import RunError, learning_curves
+
+    try:
+        return bool(learning_curves(runs, metric, smooth))
+    except RunError as error:
+        raise click.BadParameter(str(error), param_hint="--metric") from error
 
 
 def _comparison(runs, window, drop_nonlearning, min_agent_return) -> list[dict]:

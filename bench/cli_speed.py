@@ -41,10 +41,10 @@ def main():
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare.append(time.perf_counter() - start)
-    print(f"{'command':<22} {'min s':>7} {'median s':>9}")
+    print(f"{'command':<26} {'min s':>7} {'median s':>9}")
     for r in rows:
-        print(f"ssdinfluence {r['command']:<9} {r['min_s']:>7.3f} {r['median_s']:>9.3f}")
-    print(f"{'python -c pass':<22} {min(bare):>7.3f} {statistics.median(bare):>9.3f}")
+        print(f"{'ssdinfluence ' + r['command']:<26} {r['min_s']:>7.3f} {r['median_s']:>9.3f}")
+    print(f"{'python -c pass':<26} {min(bare):>7.3f} {statistics.median(bare):>9.3f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "python_startup_median_s": round(statistics.median(bare), 3)},

@@ -8,8 +8,8 @@ PufferLib way) wants one batch entry per agent::
     obs, info = envs.reset()                 # obs [320, 15, 15, 3] uint8 (64 envs x 5 agents)
     obs, rewards, terminations, truncations, info = envs.step(envs.action_space.sample())
 
-Entry ``i = b * N + k`` is agent ``k`` of env ``b``. Requires gymnasium (``pip install
-"ssdinfluence[pettingzoo]"``, which brings it).
+Entry ``i = b * N + k`` is agent ``k`` of env ``b``. Requires gymnasium >= 1.1 (``pip install
+"ssdinfluence[gymnasium]"``).
 
 * ``single_observation_space`` ``Box(0, 255, [15, 15, 3], uint8)``, ``single_action_space``
   ``Discrete(A)`` (9 Cleanup, 8 Harvest); ``observation_space`` / ``action_space`` are their
@@ -37,7 +37,7 @@ try:
     from gymnasium.vector import AutoresetMode, VectorEnv
     from gymnasium.vector.utils import batch_space
 except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError('ssdinfluence.make_vec needs gymnasium: pip install "ssdinfluence[pettingzoo]"') from error
+    raise ImportError('ssdinfluence.make_vec needs gymnasium: pip install "ssdinfluence[gymnasium]"') from error
 
 from .envs import BatchedEnv, make
 
@@ -64,6 +64,8 @@ class AgentVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._terminations = np.zeros((B, N), np.bool_)
         self._truncations = np.zeros((B, N), np.bool_)
+        self._flat_terminations, self._flat_truncations = self._terminations.reshape(-1), self._truncations.reshape(-1)
+        self._kernel_obs = self._kernel_rewards = self._flat_obs = self._flat_rewards = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """New episodes everywhere; ``seed`` (one int) reseeds every env's stream (as
@@ -85,16 +87,16 @@ class AgentVectorEnv(VectorEnv):
             raise ValueError(f"actions must have shape ({self.num_envs},) (num_envs x num_agents), "
                              f"got {actions.shape}")
         obs, rewards, terminated, truncated, info = self.env.step(actions.reshape(self._truncations.shape))
+        if obs is not self._kernel_obs:  # the env's buffers never change: their flat views are made once
+            self._kernel_obs, self._flat_obs = obs, obs.reshape(self.observation_space.shape)
+            self._kernel_rewards, self._flat_rewards = rewards, rewards.reshape(self.num_envs)
         self._terminations[:] = terminated[:, None]
         self._truncations[:] = truncated[:, None]
-        infos = {}
-        if truncated.any():
-            infos = self._final_infos(info)
-        return (obs.reshape(self.observation_space.shape), rewards.reshape(self.num_envs),
-                self._terminations.reshape(self.num_envs), self._truncations.reshape(self.num_envs), infos)
+        infos = self._final_infos(info) if truncated.any() else {}
+        return self._flat_obs, self._flat_rewards, self._flat_terminations, self._flat_truncations, infos
 
     def _final_infos(self, info: dict) -> dict:
-        done = self._truncations.reshape(self.num_envs)
+        done = self._flat_truncations
         final_obs = info["final_obs"].reshape(self.observation_space.shape)
         views = np.full(self.num_envs, None, dtype=object)
         for i in np.flatnonzero(done):

@@ -135,3 +135,20 @@ def test_missing_extra_names_its_pip_install(kind, command, tmp_path, monkeypatc
     assert result.exit_code == 2, result.output
     assert f'pip install "ssdinfluence[{kind}]"' in result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "sweeps").exists()  # nothing started
+
+
+def test_wandb_goes_offline_without_a_key_or_a_server(tmp_path, monkeypatch):
+    import socket
+
+    from ssdinfluence.tracking import _wandb_reachable
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert not _wandb_reachable()  # a server but no key
+        monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+        assert _wandb_reachable()  # a key and a server that accepts connections
+    assert not _wandb_reachable(timeout=1.0)  # the key, but the server is gone

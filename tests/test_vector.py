@@ -126,3 +126,14 @@ def test_outside_trainer_example_runs_on_the_view():
     assert len(history) == len(lines) == 2
     assert all(np.isfinite([row["policy_loss"], row["value_loss"], row["entropy"]]).all() for row in history)
     assert np.isfinite(history[0]["episode_return"])  # an episode of 20 steps ended in the first 32
+
+
+def test_without_gymnasium_the_error_names_the_pip_install():
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['gymnasium'] = None  # what importing it sees when it is not installed\n"
+            "import ssdinfluence\ntry:\n    ssdinfluence.make_vec('cleanup')\nexcept ImportError as error:\n"
+            "    print(error)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "ssdinfluence[gymnasium]"' in out

@@ -220,14 +220,14 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     _train_with_display(config, resume=bool(resume_dir), quiet=quiet, track=track, wandb_project=wandb_project)
 
 
-EPISODE_COLUMNS = ("collective_return", "efficiency", "equality", "sustainability", "peace")
-
-
 class LiveRows:
     """The rows the live display shows: each update's own, with the episode columns (NaN when no
     episode ended in it) replaced by the last update that had them, marked with its number."""
 
     def __init__(self):
+        from ..metrics import OUTCOME_KEYS
+
+        self.episode_columns = ("collective_return", *OUTCOME_KEYS)
         self.last_episodes = None  # (update, row) of the last update in which episodes ended
 
     def __call__(self, row: dict) -> tuple[dict, str]:
@@ -238,7 +238,7 @@ class LiveRows:
         if self.last_episodes is None:
             return row, "no episode has ended yet"
         update, old = self.last_episodes
-        episode_keys = [k for k in old if k in EPISODE_COLUMNS or k.startswith("return_agent_")]
+        episode_keys = [k for k in old if k in self.episode_columns or k.startswith("return_agent_")]
         return {**row, **{k: old[k] for k in episode_keys}}, f"(episodes of update {update})"
 
 

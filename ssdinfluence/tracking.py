@@ -74,6 +74,7 @@ def open_tracker(kind: str, config, *, project: str = "ssdinfluence"):
     check_installed(kind)
     if kind == "none":
         return None
+    Path(config.out).mkdir(parents=True, exist_ok=True)  # before the trainer makes it
     if kind == "tensorboard":
         return TensorBoardTracker(Path(config.out), config.to_dict())
     if kind == "wandb":
@@ -121,7 +122,12 @@ class WandbTracker:
         self.run.log(scalars(row), step=row["env_steps"])
 
     def close(self) -> None:
+        import wandb
+
         self.run.finish()
+        # finish() can return before W&B's service has written the run's data; teardown waits for
+        # it (its own atexit hook is not reliable in sweep workers, which run many trials each)
+        wandb.teardown()
 
 
 def _wandb_reachable(timeout: float = 3.0) -> bool:

@@ -104,23 +104,33 @@ def test_run_track_wandb_offline_logs_every_update(tmp_path):
         assert [v for _, v in logged] == pytest.approx([v for _, v in want], rel=1e-9)
 
 
-def test_sweep_tracks_every_trial(tmp_path, monkeypatch):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
+@pytest.mark.parametrize("kind", ["tensorboard", "wandb"])
+def test_sweep_tracks_every_trial(kind, tmp_path, monkeypatch):
+    """Each trial, trained in a worker process, is tracked as its own run: all its updates."""
+    pytest.importorskip(kind)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # the workers inherit the environment
+    monkeypatch.setenv("WANDB_SILENT", "true")
     result = invoke("sweep", "--env", "harvest", "--seeds", "2", "--steps", "32", "--out", "s", "--quiet",
-                    "--workers", "2", "--track", "tensorboard", "--set", "agents=2", "--set", "num_envs=1",
+                    "--workers", "2", "--track", kind, "--set", "agents=2", "--set", "num_envs=1",
                     "--set", "rollout_length=8", "--set", "bptt_length=8", "--set", "ppo_minibatches=1",
                     "--set", 'log_trajectories=""', "--set", "env_kwargs.horizon=20")
     assert result.exit_code == 0, result.output
     for seed in (0, 1):
         run_dir = tmp_path / "s" / "runs" / f"harvest-baseline-s{seed}"
-        events = EventAccumulator(str(run_dir / "tensorboard"))
-        events.Reload()
-        assert [e.step for e in events.Scalars("charts/sps")] == [8, 16, 24, 32]
-        assert [e.value for e in events.Scalars("losses/policy_loss")] == pytest.approx(
-            [r["policy_loss"] for r in metrics(run_dir)], rel=1e-5)
+        if kind == "tensorboard":
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+            events = EventAccumulator(str(run_dir / "tensorboard"))
+            events.Reload()
+            steps = [e.step for e in events.Scalars("charts/sps")]
+            losses = [e.value for e in events.Scalars("losses/policy_loss")]
+        else:
+            (run_file,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
+            history = read_wandb_history(run_file)
+            steps, losses = [h["_step"] for h in history], [h["losses/policy_loss"] for h in history]
+        assert steps == [8, 16, 24, 32]
+        assert losses == pytest.approx([r["policy_loss"] for r in metrics(run_dir)], rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["tensorboard", "wandb"])

@@ -267,7 +267,6 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
                   f"{config.algo}, {config.steps:,} steps, {config.num_envs} envs -> {config.out}")
-    Path(config.out).mkdir(parents=True, exist_ok=True)
     tracker = open_tracker(track, config, project=wandb_project)
     if tracker:
         console.print(f"tracking: {tracker.description}")

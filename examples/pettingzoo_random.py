@@ -1,11 +1,16 @@
 """One Harvest episode through the PettingZoo parallel API (pip install 'ssdinfluence[pettingzoo]').
 
     python examples/pettingzoo_random.py
+
+``import ssdinfluence`` registers its ids with PettingZoo's registry (PettingZoo >= 1.27);
+with an older PettingZoo, ``ssdinfluence.pettingzoo_env.make_parallel`` takes the same ids.
 """
 
-from ssdinfluence.pettingzoo_env import make_parallel
+import pettingzoo
 
-env = make_parallel("ssdinfluence/harvest-v0", num_agents=5, render_mode="rgb_array")
+import ssdinfluence  # noqa: F401  (registers ssdinfluence/cleanup-v0 and ssdinfluence/harvest-v0)
+
+env = pettingzoo.make("parallel", "ssdinfluence/harvest-v0", num_agents=5, render_mode="rgb_array")
 observations, infos = env.reset(seed=0)
 returns = dict.fromkeys(env.possible_agents, 0.0)
 while env.agents:

@@ -12,9 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .envs import ENV_NAMES, make
-from .names import DIVERGENCES, MODELS
-from .rewards import REWARD_TRANSFORMS
+from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, MODELS, REWARD_TRANSFORMS
 
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
@@ -239,8 +237,8 @@ def validate(c: Config) -> None:
     need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
     need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
     need(c.divergence in DIVERGENCES, f"unknown divergence {c.divergence!r}; choose from {', '.join(DIVERGENCES)}")
-    need(c.influence_schedule in ("linear", "reference"),
-         f"unknown influence_schedule {c.influence_schedule!r}; choose linear or reference")
+    need(c.influence_schedule in INFLUENCE_SCHEDULES,
+         f"unknown influence_schedule {c.influence_schedule!r}; choose from {', '.join(INFLUENCE_SCHEDULES)}")
     need(c.model != "influence" or 1 <= c.influencers < c.agents,
          f"influencers must be between 1 and agents - 1 ({c.agents - 1}), got {c.influencers}")
     need(not (c.model in ("moa", "moa-baseline") and c.divergence == "pmi"),
@@ -250,6 +248,8 @@ def validate(c: Config) -> None:
          "influence_weight, extrinsic_weight and influence_clip must be >= 0")
     need(c.reward_transform in REWARD_TRANSFORMS,
          f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
+    from .envs import make  # here, not at the top: the command line reads Config without loading the kernels
+
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError
     try:
         logged = c.logged_envs

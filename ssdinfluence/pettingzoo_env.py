@@ -1,9 +1,15 @@
 """PettingZoo ``ParallelEnv`` front ends: one Cleanup or Harvest env on the batched kernel.
 
-Requires the ``pettingzoo`` extra (``pip install ssdinfluence[pettingzoo]``)::
+Requires the ``pettingzoo`` extra (``pip install "ssdinfluence[pettingzoo]"``). With PettingZoo
+>= 1.27 the ids are in its registry (:mod:`ssdinfluence.registration`)::
 
-    from ssdinfluence.pettingzoo_env import CleanupParallelEnv
-    env = CleanupParallelEnv(num_agents=5, render_mode="rgb_array")
+    import pettingzoo, ssdinfluence
+    env = pettingzoo.make("parallel", "ssdinfluence/cleanup-v0", num_agents=5, render_mode="rgb_array")
+
+and with any version :func:`make_parallel` takes the same ids (or build a class directly,
+``CleanupParallelEnv(num_agents=5)``)::
+
+    env = make_parallel("ssdinfluence/cleanup-v0", num_agents=5, render_mode="rgb_array")
     observations, infos = env.reset(seed=0)
     while env.agents:
         actions = {agent: env.action_space(agent).sample() for agent in env.agents}
@@ -12,7 +18,9 @@ Requires the ``pettingzoo`` extra (``pip install ssdinfluence[pettingzoo]``)::
 Observations are ``[15, 15, 3] uint8`` copies (safe to keep). When the episode is truncated the
 returned observations are the episode's last views and ``env.agents`` becomes empty; call
 ``reset`` to start again. ``infos[agent]`` holds ``visible`` ([N] bool, which agents this one
-can see) and ``prev_actions`` ([N] int, every agent's last action).
+can see) and ``prev_actions`` ([N] int, every agent's last action). Keyword arguments are those
+of :func:`ssdinfluence.make` (``horizon``, ``map``, ``compat``, rule parameters); PettingZoo's
+``max_cycles`` is a synonym of ``horizon``.
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ try:
     from pettingzoo import ParallelEnv
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "ssdinfluence.pettingzoo_env needs the pettingzoo extra: pip install 'ssdinfluence[pettingzoo]'"
+        'ssdinfluence.pettingzoo_env needs the pettingzoo extra: pip install "ssdinfluence[pettingzoo]"'
     ) from error
 
+from . import registration
 from .envs import make
 from .envs.tiles import STAY
 
@@ -37,9 +46,13 @@ class SSDParallelEnv(ParallelEnv):
     metadata = {"render_modes": ["rgb_array"], "name": "ssdinfluence", "is_parallelizable": True}
 
     def __init__(self, name: str, num_agents: int = 5, render_mode: str | None = None,
-                 seed: int = 0, render_scale: int = 8, **env_kwargs):
+                 seed: int = 0, render_scale: int = 8, max_cycles: int | None = None, **env_kwargs):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unknown render_mode {render_mode!r}; only 'rgb_array' is supported")
+        if max_cycles is not None:
+            if env_kwargs.get("horizon", max_cycles) != max_cycles:
+                raise ValueError(f"max_cycles ({max_cycles}) and horizon ({env_kwargs['horizon']}) differ; give one")
+            env_kwargs["horizon"] = max_cycles
         self._env = make(name, num_envs=1, num_agents=num_agents, seed=seed, **env_kwargs)
         self.metadata = {**self.metadata, "name": f"ssdinfluence/{name}-v0"}
         self.render_mode = render_mode
@@ -120,12 +133,16 @@ class HarvestParallelEnv(SSDParallelEnv):
         super().__init__("harvest", num_agents=num_agents, render_mode=render_mode, **kwargs)
 
 
-# The registry of PettingZoo env ids (PettingZoo has no global registry of its own).
-ENV_IDS = {"ssdinfluence/cleanup-v0": CleanupParallelEnv, "ssdinfluence/harvest-v0": HarvestParallelEnv}
+# env id -> class, from the ids that registration.py registers with PettingZoo >= 1.27
+ENV_IDS = {env_id: globals()[entry.rpartition(":")[2]] for env_id, entry in registration.ENV_IDS.items()}
 
 
 def make_parallel(env_id: str, **kwargs) -> SSDParallelEnv:
-    """``make_parallel("ssdinfluence/harvest-v0", num_agents=5, render_mode="rgb_array")``."""
+    """``make_parallel("ssdinfluence/harvest-v0", num_agents=5, render_mode="rgb_array")``, with
+    any PettingZoo version; ``pettingzoo.make("parallel", env_id, ...)`` does the same from 1.27."""
     if env_id not in ENV_IDS:
         raise ValueError(f"unknown env id {env_id!r}; registered: {sorted(ENV_IDS)}")
     return ENV_IDS[env_id](**kwargs)
+
+
+registration.register_pettingzoo_envs()

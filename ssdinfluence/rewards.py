@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from .envs.base import positive_int
+from .names import REWARD_TRANSFORMS
 
 __all__ = [
     "REWARD_TRANSFORMS",
@@ -44,7 +45,6 @@ __all__ = [
     "make_reward_transform",
 ]
 
-REWARD_TRANSFORMS = ("none", "collective", "prosocial", "inequity")
 
 
 def _real(name: str, value, low: float, high: float) -> float:

@@ -48,3 +48,52 @@ def test_episode_and_render():
         env.step({"agent_7": 0})
     with pytest.raises(ValueError, match="unknown env id"):
         make_parallel("ssdinfluence/cleanup-v9")
+
+
+REGISTRY = pytest.mark.skipif(not hasattr(__import__("pettingzoo"), "register"),
+                              reason="this PettingZoo has no registry (added in 1.27)")
+
+
+@REGISTRY
+@pytest.mark.parametrize("first", ["ssdinfluence", "pettingzoo"])
+def test_registry_in_a_fresh_process_either_import_order(first):
+    """``import ssdinfluence`` alone (no ``pettingzoo_env``) makes the ids known to pettingzoo.make,
+    whichever package is imported first, without loading the kernels until an env is made."""
+    import subprocess
+    import sys
+
+    second = "pettingzoo" if first == "ssdinfluence" else "ssdinfluence"
+    code = (f"import sys, {first}, {second}\n"
+            "assert 'ssdinfluence.envs' not in sys.modules\n"
+            "env = pettingzoo.make('parallel', 'ssdinfluence/harvest-v0', num_agents=2, horizon=7)\n"
+            "obs, infos = env.reset(seed=0)\n"
+            "print(type(env).__name__, sorted(obs), env.max_cycles)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["HarvestParallelEnv", "['agent_0',", "'agent_1']", "7"]
+
+
+@REGISTRY
+def test_registry_make_passes_api_test_and_max_cycles():
+    import pettingzoo
+
+    import ssdinfluence  # noqa: F401  (registers the ids)
+
+    env = pettingzoo.make("parallel", "ssdinfluence/cleanup-v0", num_agents=3, horizon=60)
+    assert isinstance(env, CleanupParallelEnv) and env.max_cycles == 60
+    parallel_api_test(env, num_cycles=70)
+    # PettingZoo's own episode-length argument is the horizon
+    assert pettingzoo.make("parallel", "ssdinfluence/harvest-v0", max_cycles=9, num_agents=2).max_cycles == 9
+    with pytest.raises(ValueError, match="max_cycles .* and horizon .* differ"):
+        pettingzoo.make("parallel", "ssdinfluence/harvest-v0", max_cycles=9, horizon=10)
+    assert pettingzoo.spec("parallel", "ssdinfluence/harvest").id == "ssdinfluence/harvest-v0"  # latest version
+
+
+def test_registering_without_a_registry_is_a_no_op(monkeypatch):
+    """Older PettingZoo (< 1.27) has no ``register``: nothing is registered, make_parallel still works."""
+    import types
+
+    from ssdinfluence import registration
+
+    monkeypatch.setitem(__import__("sys").modules, "pettingzoo", types.ModuleType("pettingzoo"))
+    assert registration.register_pettingzoo_envs() is False
+    assert isinstance(make_parallel("ssdinfluence/cleanup-v0", num_agents=2, horizon=5), CleanupParallelEnv)

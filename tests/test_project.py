@@ -71,3 +71,42 @@ def test_cli_bad_options_exit_2():
     assert result.exit_code == 2 and "'snake' is not one of" in result.output
     result = runner.invoke(main, ["rollout", "--agents", "11"])
     assert result.exit_code == 2 and "too many agents for the map" in result.output
+
+
+def test_repository_documents_itself():
+    """Docs live in the repository: the README links docs/environments.md (never a path outside
+    it); the LICENSE is the MIT text the metadata declares; CITATION.cff cites package and paper."""
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    assert "../shared" not in readme and "](docs/environments.md)" in readme
+    for target in re.findall(r"\]\(((?:docs|examples)/[^)#]+)\)", readme) + ["LICENSE", "CITATION.cff"]:
+        assert (ROOT / target).exists(), target
+    rules = (ROOT / "docs" / "environments.md").read_text()
+    for topic in ("## Maps", "## Agents and actions", "## One step", "## Rewards", "## Observations",
+                  "## Differences from the reference", 'compat="reference"', "first view"):
+        assert topic in rules, topic
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["requires-python"] == ">=3.11" and project["urls"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert "cff-version: 1.2.0" in citation and f"version: {project['version']}" in citation
+    assert "Social Influence as Intrinsic Motivation" in citation and "Jaques" in citation
+
+
+def test_the_first_view_of_every_episode_shows_the_agents():
+    """The documented difference from the reference (whose reset draws no agents): every agent
+    sees itself in the centre of its first view, after reset and after an autoreset."""
+    import numpy as np
+
+    import ssdinfluence
+    from ssdinfluence.envs import tiles
+
+    env = ssdinfluence.make("cleanup", num_envs=3, num_agents=5, seed=2, horizon=4)
+    palette = tiles.make_palette(5)
+    own_colours = np.stack([palette[tiles.AGENT_BASE + k] for k in range(5)])  # [N, 3]
+    obs, _ = env.reset()
+    assert (obs[:, :, 7, 7] == own_colours).all()
+    for _ in range(4):
+        obs, _, _, truncated, _ = env.step(np.full((3, 5), 4))
+    assert truncated.all() and (obs[:, :, 7, 7] == own_colours).all()

@@ -10,8 +10,6 @@ import json
 
 import click
 
-from ..analysis import RunError
-
 RUNS = click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path())
 WINDOW = click.option("--window", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True,
                       help="Final metrics: mean over the last fraction of each run's env steps.")
@@ -47,7 +45,7 @@ def _console():
 
 
 def _find(run_dirs):
-    from ..analysis import find_runs
+    from ..analysis import RunError, find_runs
 
     try:
         return find_runs(run_dirs)
@@ -67,7 +65,7 @@ def analyze(run_dirs, last, window, as_json):
     RUN_DIR is a run directory or a directory of runs (searched recursively). Final values come
     from metrics.csv; the per-episode measures from the last logged episodes of trajectories.h5.
     """
-    from ..analysis import analyze_run
+    from ..analysis import RunError, analyze_run
 
     try:
         results = [analyze_run(path, last=last, window=window) for path in _find(run_dirs)]
@@ -160,7 +158,7 @@ def plot(run_dirs, output, metric, smooth, paper):
 
 
 def _plot(runs, output, metric, smooth, paper=True):
-    from ..analysis import plot_curves
+    from ..analysis import RunError, plot_curves
 
     try:
         return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper)
@@ -218,6 +216,7 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
     if not runs:
         raise click.BadParameter(f"{root}: no {'trial' if unfinished else 'finished trial'} has metrics yet "
                                  f"({', '.join(f'{n} {s}' for s, n in counts.items())})", param_hint="SWEEP_DIR")
+    runs = _load(runs)
     rows = _comparison(runs, window, drop_nonlearning, min_agent_return)
     if as_json:
         click.echo(json.dumps({"trials": dict(counts), "comparison": rows}, indent=2))
@@ -228,13 +227,37 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
                 click.echo(f"  failed {record['id']}: {record['error'].strip().splitlines()[-1]}")
         print_comparison(rows)
     if not no_plot:
+        if not _has_curves(runs, metric, smooth):  # a fresh sweep whose short trials ended no episode yet
+            if not as_json:
+                click.echo(f"no curves yet: no run has a finite {metric!r} value (no episode has ended)")
+            return
         path = _plot(runs, output or root / "curves.png", metric, smooth)
         if not as_json:
             click.echo(f"curves of {len(runs)} run(s) in {path}")
 
 
+def _load(paths):
+    """Each run read once, for both the table and the curves."""
+    from ..analysis import RunError, load_run
+
+    try:
+        return [load_run(path) for path in paths]
+    except RunError as error:
+        raise click.BadParameter(str(error), param_hint="SWEEP_DIR") from error
+
+
+def _has_curves(runs, metric, smooth) -> bool:
+    """Whether any run has a value of ``metric`` to plot; a bad ``metric`` is a usage error."""
+    from ..analysis import RunError, learning_curves
+
+    try:
+        return bool(learning_curves(runs, metric, smooth))
+    except RunError as error:
+        raise click.BadParameter(str(error), param_hint="--metric") from error
+
+
 def _comparison(runs, window, drop_nonlearning, min_agent_return) -> list[dict]:
-    from ..analysis import compare_runs
+    from ..analysis import RunError, compare_runs
 
     try:
         return compare_runs(runs, window=window, drop_nonlearning=drop_nonlearning, min_agent_return=min_agent_return)

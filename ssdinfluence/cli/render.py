@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from .. import render as replay
-
 
 class FrameSlice(click.ParamType):
     """``a:b`` in Python slice style, either side optional (``100:``, ``:50``, ``-200:``): (start, stop)."""
@@ -50,6 +48,8 @@ def render(run_dir, episode, output, frame_slice, views, influence, scale, fps):
     Draws the whole map from the logged state: tiles, agents with the edge they face, beams;
     with --views each agent's view beside it, with --influence the influence between agents.
     """
+    from .. import render as replay  # here: --help must not load the kernels and h5py
+
     try:
         replay.check_video_support(output)
     except replay.MissingExtraError as error:

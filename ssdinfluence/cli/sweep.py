@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..config import MODELS, PRESETS
-from ..envs import ENV_NAMES
-from .training import StepCount
+from ..names import ENV_NAMES
+from .training import TRACK, WANDB_PROJECT, StepCount, parse_setting
 
 
 @click.command()
@@ -37,15 +37,23 @@ from .training import StepCount
               help="ray: GPUs per trial; a fraction shares a GPU (0.25: four trials per GPU).")
 @click.option("--dry-run", is_flag=True, help="Print the trials and their status; run nothing.")
 @click.option("--quiet", is_flag=True, help="No live table; one line per trial that starts or ends.")
+@TRACK
+@WANDB_PROJECT
 def sweep(spec_file, resume_dir, env, models, seeds, steps, settings, preset, name, out, backend, workers,
-          threads_per_trial, ray_address, cpus_per_trial, gpus_per_trial, dry_run, quiet):
+          threads_per_trial, ray_address, cpus_per_trial, gpus_per_trial, dry_run, quiet, track, wandb_project):
     """Run a sweep of trials (one run directory each) with a manifest; rerun to resume it.
 
     Finished trials are skipped, interrupted ones resume from their checkpoints, failed ones
     are tried again. Ctrl-C stops every trial after its current update, with a checkpoint.
+    With --track every trial is tracked as its own run (named by its id).
     """
     from ..sweep import SweepSpec, expand, import_ray, load_spec, plan, read_spec
+    from ..tracking import check_installed
 
+    try:
+        check_installed(track)  # in the driver, before any trial starts
+    except ImportError as error:
+        raise click.BadParameter(str(error), param_hint="--track") from error
     spec_flags = {"--config": spec_file, "--env": env, "--models": models, "--seeds": seeds, "--steps": steps,
                   "--set": settings, "--preset": preset, "--name": name, "--out": out}
     try:
@@ -76,7 +84,8 @@ def sweep(spec_file, resume_dir, env, models, seeds, steps, settings, preset, na
     envs = sorted({r["env"] for r in records if r["status"] != "finished"})
     _run_with_display(console, out, spec, envs, backend, quiet,
                       dict(workers=workers, threads_per_trial=threads_per_trial, ray_address=ray_address,
-                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial))
+                           cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                           track=None if track == "none" else {"kind": track, "project": wandb_project}))
 
 
 def _apply_flags(spec, env, models, seeds, steps, settings, preset, name) -> None:
@@ -87,7 +96,10 @@ def _apply_flags(spec, env, models, seeds, steps, settings, preset, name) -> Non
     if steps:
         values["steps"] = steps
     for setting in settings:
-        key, value = _parse_setting(setting)
+        try:
+            key, value = parse_setting(setting)
+        except click.BadParameter as error:
+            raise click.BadParameter(error.message, param_hint="--set") from error
         if "." in key:  # env_kwargs.horizon=100: one entry of a table option
             table, entry = key.split(".", 1)
             values[table] = {**spec.base.get(table, {}), **values.get(table, {}), entry: value}
@@ -111,20 +123,6 @@ def _apply_flags(spec, env, models, seeds, steps, settings, preset, name) -> Non
         spec.preset = preset
     if name:
         spec.name = name
-
-
-def _parse_setting(setting: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as TOML (numbers, true/false, "strings"), else a bare string."""
-    import tomllib
-
-    key, sep, text = setting.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"{setting!r} is not KEY=VALUE", param_hint="--set")
-    try:
-        value = tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    return key.strip(), value
 
 
 def _default_name(spec) -> str:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 import click
-import numpy as np
 
 from .. import __version__
-from ..config import ALGOS, DEVICES, MODELS, PRESETS
-from ..envs import ENV_NAMES, make
+from ..config import ALGOS, DEVICES, MODELS, PRESETS, Config
+from ..names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, REWARD_TRANSFORMS
+from ..tracking import TRACKERS
 
 
 class StepCount(click.ParamType):
-    """A positive integer that may be written as 5e6 or 5_000_000."""
+    """A whole number of steps (at least ``minimum``) that may be written as 5e6 or 5_000_000."""
 
     name = "steps"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
 
     def convert(self, value, param, ctx):
         if isinstance(value, int):
@@ -26,82 +31,165 @@ class StepCount(click.ParamType):
             number = float(str(value).replace("_", ""))
         except ValueError:
             self.fail(f"{value!r} is not a number of steps (e.g. 5000000 or 5e6)", param, ctx)
-        if number < 1 or number != int(number):
-            self.fail(f"{value!r} must be a positive whole number of steps", param, ctx)
+        if number < self.minimum or number != int(number):
+            self.fail(f"{value!r} must be a whole number of steps >= {self.minimum}", param, ctx)
         return int(number)
 
 
-# CLI flag -> Config field, for the options that map one to one.
-RUN_OPTIONS = {
-    "env": "env", "agents": "agents", "model": "model", "algo": "algo", "steps": "steps",
-    "num_envs": "num_envs", "seed": "seed", "device": "device", "out": "out",
-    "rollout_length": "rollout_length", "bptt_length": "bptt_length", "lr": "lr", "lr_end": "lr_end",
-    "entropy_coef": "entropy_coef", "ppo_epochs": "ppo_epochs", "ppo_minibatches": "ppo_minibatches",
-    "reward_transform": "reward_transform", "log_trajectories": "log_trajectories",
-    "log_every": "log_every", "log_observations": "log_observations", "checkpoint_every": "checkpoint_every",
-    "threads": "threads", "influencers": "influencers", "influencee_reward": "influencee_reward",
-    "divergence": "divergence", "influence_weight": "influence_weight", "extrinsic_weight": "extrinsic_weight",
-    "influence_clip": "influence_clip", "influence_ramp_steps": "influence_ramp_steps",
-    "influence_schedule": "influence_schedule", "vocabulary": "vocabulary", "moa_loss_weight": "moa_loss_weight",
+# Help text of the flag of each Config field. The flags themselves are generated from the
+# dataclass (config_flags), so a new field gets a flag without anyone adding it here.
+FLAG_HELP = {
+    "env": "Game.",
+    "agents": "Agents per env.",
+    "model": "baseline, visible (sees others' previous actions), influence (basic social influence), "
+             "moa (influence through a model of other agents), moa-baseline (the MOA as an auxiliary task), "
+             "comm (influential communication) or comm-baseline (messages trained on the env reward).",
+    "algo": "ppo or a2c.",
+    "steps": "Total env steps (all envs together), e.g. 5e6.",
+    "num_envs": "Envs stepped together.",
+    "seed": "Seed of env, weights and sampling.",
+    "device": "auto picks CUDA when available.",
+    "out": "Run directory (default: runs/ENV-MODEL-ALGO-sSEED).",
+    "rollout_length": "Steps per env between updates.",
+    "bptt_length": "Truncated BPTT chunk length.",
+    "lr": "Initial learning rate.",
+    "lr_end": "Final learning rate (linear annealing).",
+    "lr_anneal_steps": "Env steps over which lr anneals to lr_end (0: the whole run).",
+    "gamma": "Discount factor.",
+    "gae_lambda": "GAE lambda.",
+    "entropy_coef": "Entropy bonus weight.",
+    "value_coef": "Value loss weight.",
+    "max_grad_norm": "Clip each agent's gradient to this global norm.",
+    "normalise_advantages": "Normalise advantages per agent.",
+    "ppo_epochs": "PPO passes over each rollout.",
+    "ppo_minibatches": "PPO minibatches (of BPTT sequences) per pass.",
+    "ppo_clip": "PPO clipping range.",
+    "reward_transform": "Reward each agent trains on.",
+    "prosocial_eta": "prosocial: weight of the others' rewards.",
+    "inequity_alpha": "inequity: weight of disadvantageous inequity.",
+    "inequity_beta": "inequity: weight of advantageous inequity.",
+    "inequity_lambda": "inequity: smoothing of the rewards compared.",
+    "log_trajectories": "Env indices whose episodes go to trajectories.h5, e.g. 0,1 ('' for none).",
+    "log_every": "Log every k-th episode of those envs.",
+    "log_observations": "Also store the 15x15 views.",
+    "checkpoint_every": "Updates between checkpoints.",
+    "threads": "CPU threads for envs and torch (0: all).",
+    "env_kwargs": "Env parameter for ssdinfluence.make (repeatable), e.g. horizon=100 or waste_spawn_mode=\"single\".",
+    "influencers": "influence: agents 0..m-1 act first and are rewarded.",
+    "influencee_reward": "influence: influencees also get the influence they felt.",
+    "divergence": "Influence divergence.",
+    "influence_weight": "beta, the influence reward's weight.",
+    "extrinsic_weight": "alpha, the env reward's weight.",
+    "influence_clip": "Clip the influence reward (0: off).",
+    "influence_ramp_steps": "Curriculum: beta ramps up over this many env steps.",
+    "influence_schedule": "reference: the reference's piecewise multipliers on top of the ramp.",
+    "moa_loss_weight": "moa: weight of the MOA cross-entropy.",
+    "moa_visible_only": "moa: train the MOA only on the agents in view.",
+    "vocabulary": "comm: number of discrete messages.",
+    "comm_entropy_coef": "comm: entropy bonus of the message head.",
+    "comm_loss_weight": "comm: loss weight of the message head.",
+}
+POSITIVE, NON_NEGATIVE = click.IntRange(1), click.IntRange(0)
+UNIT = click.FloatRange(0, 1)
+WEIGHT = click.FloatRange(min=0)
+# Value checks sharper than the field's type; the rest take int, float or str from the default.
+FLAG_TYPES = {
+    "env": click.Choice(ENV_NAMES), "agents": POSITIVE, "model": click.Choice(MODELS),
+    "algo": click.Choice(ALGOS), "steps": StepCount(), "num_envs": POSITIVE, "seed": NON_NEGATIVE,
+    "device": click.Choice(DEVICES), "out": click.Path(file_okay=False), "rollout_length": POSITIVE,
+    "bptt_length": POSITIVE, "lr": click.FloatRange(min=0, min_open=True), "lr_end": WEIGHT,
+    "lr_anneal_steps": StepCount(minimum=0), "gamma": UNIT, "gae_lambda": UNIT, "entropy_coef": WEIGHT,
+    "value_coef": WEIGHT, "max_grad_norm": click.FloatRange(min=0, min_open=True), "ppo_epochs": POSITIVE,
+    "ppo_minibatches": POSITIVE, "ppo_clip": click.FloatRange(min=0, min_open=True),
+    "reward_transform": click.Choice(REWARD_TRANSFORMS), "prosocial_eta": UNIT, "inequity_alpha": WEIGHT,
+    "inequity_beta": WEIGHT, "inequity_lambda": UNIT, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
+    "threads": NON_NEGATIVE, "influencers": POSITIVE, "divergence": click.Choice(DIVERGENCES),
+    "influence_weight": WEIGHT, "extrinsic_weight": WEIGHT, "influence_clip": WEIGHT,
+    "influence_ramp_steps": StepCount(minimum=0), "influence_schedule": click.Choice(INFLUENCE_SCHEDULES),
+    "moa_loss_weight": WEIGHT, "vocabulary": click.IntRange(2), "comm_entropy_coef": WEIGHT,
+    "comm_loss_weight": WEIGHT,
 }
 # What may change when a run is resumed (anything else would change the training itself).
 RESUMABLE = {"steps", "device", "threads"}
 
 
+def parse_setting(setting: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as TOML (numbers, true/false, "strings"), else a bare string."""
+    import tomllib
+
+    key, sep, text = setting.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"{setting!r} is not KEY=VALUE")
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.strip(), value
+
+
+def _env_kwargs(ctx, param, settings):
+    return dict(parse_setting(setting) for setting in settings) if settings else None
+
+
+def config_flags(command):
+    """Decorator: one flag per :class:`~ssdinfluence.config.Config` field (``--num-envs`` for
+    ``num_envs``, ``--x/--no-x`` for booleans, ``--env-kwargs KEY=VALUE`` for the env table).
+    Every flag defaults to None, meaning "not given", so presets and config files apply."""
+    defaults = Config()
+    for field in reversed(dataclasses.fields(Config)):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = FLAG_HELP.get(field.name, field.name.replace("_", " ") + ".")
+        if isinstance(default, bool):
+            option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None,
+                                  help=f"{help_text}  [default: {'on' if default else 'off'}]")
+        elif isinstance(default, dict):
+            option = click.option(flag, field.name, multiple=True, metavar="KEY=VALUE", callback=_env_kwargs,
+                                  help=help_text)
+        else:
+            shown = f"  [default: {default}]" if default != "" else ""
+            option = click.option(flag, field.name, type=FLAG_TYPES.get(field.name, type(default)), default=None,
+                                  help=help_text + shown)
+        command = option(command)
+    return command
+
+
+TRACK = click.option("--track", type=click.Choice(TRACKERS), default="none", show_default=True,
+                     help='Also send each update\'s metrics to TensorBoard (RUN_DIR/tensorboard; pip install '
+                          '"ssdinfluence[tensorboard]") or Weights & Biases (offline without network; pip install '
+                          '"ssdinfluence[wandb]").')
+WANDB_PROJECT = click.option("--wandb-project", default="ssdinfluence", show_default=True, help="W&B project.")
+
+
 @click.command()
-@click.option("--env", type=click.Choice(ENV_NAMES), help="Game.  [default: cleanup]")
-@click.option("--agents", type=click.IntRange(1), help="Agents per env.  [default: 5]")
-@click.option("--model", type=click.Choice(MODELS),
-              help="baseline, visible (sees others' previous actions), influence (basic social influence), "
-                   "moa (influence through a model of other agents), moa-baseline (the MOA as an auxiliary task), "
-                   "comm (influential communication) or comm-baseline (messages trained on the env reward).")
-@click.option("--algo", type=click.Choice(ALGOS), help="ppo or a2c.  [default: ppo]")
-@click.option("--steps", type=StepCount(), help="Total env steps, e.g. 5e6.  [default: 5e6]")
-@click.option("--num-envs", type=click.IntRange(1), help="Envs stepped together.  [default: 32]")
-@click.option("--seed", type=click.IntRange(0), help="Seed of env, weights and sampling.  [default: 0]")
-@click.option("--device", type=click.Choice(DEVICES), help="auto picks CUDA when available.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory.  [default: runs/ENV-MODEL-ALGO-sSEED]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML file of options (any Config field); flags override it.")
 @click.option("--preset", type=click.Choice(PRESETS), help="The paper's best hyperparameters for env and model.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
-@click.option("--rollout-length", type=click.IntRange(1), help="Steps per env between updates.")
-@click.option("--bptt-length", type=click.IntRange(1), help="Truncated BPTT chunk length.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Initial learning rate.")
-@click.option("--lr-end", type=click.FloatRange(min=0), help="Final learning rate (linear annealing).")
-@click.option("--entropy-coef", type=click.FloatRange(min=0), help="Entropy bonus weight.")
-@click.option("--ppo-epochs", type=click.IntRange(1))
-@click.option("--ppo-minibatches", type=click.IntRange(1))
-@click.option("--reward-transform", type=click.Choice(["none", "collective", "prosocial", "inequity"]))
-@click.option("--horizon", type=click.IntRange(1), help="Episode length.  [default: 1000]")
-@click.option("--log-trajectories", help="Env indices whose episodes go to trajectories.h5, e.g. 0,1 ('' for none).")
-@click.option("--log-every", type=click.IntRange(1), help="Log every k-th episode of those envs.")
-@click.option("--log-observations/--no-log-observations", default=None, help="Also store the 15x15 views.")
-@click.option("--checkpoint-every", type=click.IntRange(1), help="Updates between checkpoints.")
-@click.option("--threads", type=click.IntRange(0), help="CPU threads for envs and torch (0: all).")
-@click.option("--influencers", type=click.IntRange(1), help="influence: agents 0..m-1 act first and are rewarded.")
-@click.option("--influencee-reward/--no-influencee-reward", default=None,
-              help="influence: influencees also get the influence they felt.")
-@click.option("--divergence", type=click.Choice(["kl", "jsd", "pmi"]), help="Influence divergence.  [default: kl]")
-@click.option("--influence-weight", type=click.FloatRange(min=0), help="beta, the influence reward's weight.")
-@click.option("--extrinsic-weight", type=click.FloatRange(min=0), help="alpha, the env reward's weight.")
-@click.option("--influence-clip", type=click.FloatRange(min=0), help="Clip the influence reward (0: off).  [default: 10]")
-@click.option("--influence-ramp-steps", type=StepCount(), help="Curriculum: beta ramps up over C env steps.")
-@click.option("--influence-schedule", type=click.Choice(["linear", "reference"]),
-              help="reference: the reference's piecewise multipliers on top of the ramp.")
-@click.option("--vocabulary", type=click.IntRange(2), help="comm: number of discrete messages.")
-@click.option("--moa-loss-weight", type=click.FloatRange(min=0), help="moa: weight of the MOA cross-entropy.")
+@click.option("--horizon", type=click.IntRange(1), help="Episode length (short for --env-kwargs horizon=N).  [default: 1000]")
+@TRACK
+@WANDB_PROJECT
 @click.option("--quiet", is_flag=True, help="No live display; one line per 10 updates.")
+@config_flags
 @click.pass_context
-def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
-    """Train independent agents with live progress; Ctrl-C stops cleanly and prints how to resume."""
+def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, quiet, **flags):
+    """Train independent agents with live progress; Ctrl-C stops cleanly and prints how to resume.
+
+    Every field of ssdinfluence.config.Config has a flag; precedence: defaults < --preset <
+    --config file < flags.
+    """
     from ..config import build_config, load_toml, preset_values
+    from ..tracking import check_installed
     from ..train import RunFiles
 
+    try:
+        check_installed(track)
+    except ImportError as error:
+        raise click.BadParameter(str(error), param_hint="--track") from error
     given = {name for name in flags if ctx.get_parameter_source(name).name == "COMMANDLINE"}
-    values = {RUN_OPTIONS[name]: flags[name] for name in given}
+    values = {name: flags[name] for name in given}
     if horizon is not None:
-        values["env_kwargs"] = {"horizon": horizon}
+        values["env_kwargs"] = {**values.get("env_kwargs", {}), "horizon": horizon}
     try:
         if resume_dir:
             files = RunFiles(Path(resume_dir))
@@ -129,32 +217,73 @@ def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
                     param_hint="--out")
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--config" if config_file else "options") from error
-    _train_with_display(config, resume=bool(resume_dir), quiet=quiet)
+    _train_with_display(config, resume=bool(resume_dir), quiet=quiet, track=track, wandb_project=wandb_project)
 
 
-def _train_with_display(config, resume: bool, quiet: bool):
+class LiveRows:
+    """The rows the live display shows: each update's own, with the episode columns (NaN when no
+    episode ended in it) replaced by the last update that had them, marked with its number."""
+
+    def __init__(self):
+        from ..metrics import OUTCOME_KEYS
+
+        self.episode_columns = ("collective_return", *OUTCOME_KEYS)
+        self.last_episodes = None  # (update, row) of the last update in which episodes ended
+
+    def __call__(self, row: dict) -> tuple[dict, str]:
+        """``(row to show, note)``; the note says which update the episode values come from."""
+        if row["episodes"]:
+            self.last_episodes = (row["update"], row)
+            return row, ""
+        if self.last_episodes is None:
+            return row, "no episode has ended yet"
+        update, old = self.last_episodes
+        episode_keys = [k for k in old if k in self.episode_columns or k.startswith("return_agent_")]
+        return {**row, **{k: old[k] for k in episode_keys}}, f"(episodes of update {update})"
+
+
+def eta_seconds(row: dict, total_steps: int) -> float:
+    """Time left at this update's throughput; shown from the first update on."""
+    return max(total_steps - row["env_steps"], 0) / row["sps"] if row["sps"] > 0 else float("nan")
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-:--:--"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", wandb_project: str = "ssdinfluence"):
     from rich.console import Console, Group
     from rich.live import Live
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from ..envs import make
+    from ..tracking import open_tracker
     from ..train import train
 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
                   f"{config.algo}, {config.steps:,} steps, {config.num_envs} envs -> {config.out}")
+    tracker = open_tracker(track, config, project=wandb_project)
+    if tracker:
+        console.print(f"tracking: {tracker.description}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
-                        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
-    task = progress.add_task("training", total=config.steps)
+                        TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=console)
+    task = progress.add_task("training", total=config.steps, eta="-:--:--")
     table = Table()
+    live_rows = LiveRows()
 
-    def render(row):
+    def render(row, note):
         table = Table(box=None, show_header=False, padding=(0, 2))
         for _ in range(4):
             table.add_column()
         agents = "  ".join(f"{row.get(f'return_agent_{k}', float('nan')):.1f}" for k in range(config.agents))
         table.add_row("env steps/s", f"{row['sps']:,.0f}", "update", f"{row['update']}")
-        table.add_row("collective return", f"{row['collective_return']:.1f}", "episodes", f"{row['episodes']}")
+        table.add_row("collective return", f"{row['collective_return']:.1f} {note}".rstrip(),
+                      "episodes", f"{row['episodes']}")
         table.add_row("per-agent returns", agents, "lr", f"{row['lr']:.2e}")
         table.add_row("efficiency / equality", f"{row['efficiency']:.3f} / {row['equality']:.3f}",
                       "sustainability / peace", f"{row['sustainability']:.1f} / {row['peace']:.1f}")
@@ -166,20 +295,27 @@ def _train_with_display(config, resume: bool, quiet: bool):
         return table
 
     def on_update(row):
-        progress.update(task, completed=row["env_steps"])
+        if tracker:
+            tracker.log(row)
+        progress.update(task, completed=row["env_steps"], eta=_format_duration(eta_seconds(row, config.steps)))
+        shown, note = live_rows(row)
         if quiet:
             if row["update"] % 10 == 0:
                 console.print(f"update {row['update']}: {row['env_steps']:,} steps, {row['sps']:,.0f} steps/s, "
-                              f"collective return {row['collective_return']:.1f}")
+                              f"collective return {shown['collective_return']:.1f} {note}".rstrip())
         else:
-            live.update(Group(progress, render(row)))
+            live.update(Group(progress, render(shown, note)))
 
-    with console.status("compiling env kernels (cached after the first run)"):
-        make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
-    with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
-        if quiet:
-            live.stop()
-        result = train(config, resume=resume, on_update=on_update)
+    try:
+        with console.status("compiling env kernels (cached after the first run)"):
+            make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
+        with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
+            if quiet:
+                live.stop()
+            result = train(config, resume=resume, on_update=on_update)
+    finally:
+        if tracker:
+            tracker.close()
     console.print(f"{result.updates} updates, {result.env_steps:,} env steps; run directory {result.run_dir}")
     if result.stopped_early:
         console.print(f"[yellow]stopped early[/]: checkpoint saved. Resume with:\n"
@@ -196,6 +332,7 @@ def _train_with_display(config, resume: bool, quiet: bool):
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="Write the episodes to this HDF5 file.")
 def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, record):
     """Play EPISODES episodes with a checkpoint's policies and print the measures."""
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
@@ -235,8 +372,11 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
 def rollout(env_name, agents, num_envs, episodes, horizon, seed, threads):
     """Play uniformly random policies and report the episodes' returns."""
     import numba
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
+
+    from ..envs import make
 
     if threads is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -277,7 +417,10 @@ def rollout(env_name, agents, num_envs, episodes, horizon, seed, threads):
 def info():
     """Version, device, Numba threads and the available envs."""
     import numba
+    import numpy as np
     import torch
+
+    from ..envs import make
 
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
     click.echo(f"ssdinfluence {__version__}")

@@ -12,10 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..names import ENV_NAMES
 from . import cleanup, core, harvest, maps, tiles
 from .rng import seed_states
-
-ENV_NAMES = ("cleanup", "harvest")
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,16 @@ from .manifest import checkpoint_steps, checkpoint_steps_or_none
 ERROR_CHARS = 4000  # tail of a failed trial's traceback kept in the manifest
 
 
-def run_trial(run_dir: str, values: dict, threads: int) -> dict:
+def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = None) -> dict:
     """Train one trial in ``run_dir`` to its full step count: skipped when its checkpoint is
     already there, resumed from a partial one. Never raises for the trial's own errors.
+    ``track``: ``{"kind": "tensorboard" | "wandb", "project": str}`` to track the trial's updates.
 
     Returns ``{"status": finished | interrupted | failed, "env_steps": int | None, "error":
     str | None, "duration_s": float}``; a first SIGINT/SIGTERM stops it after the current
     update with a checkpoint (the trainer's own handling), giving ``interrupted``.
     """
+    from ..tracking import open_tracker
     from ..train import train
 
     start = time.perf_counter()
@@ -37,7 +39,12 @@ def run_trial(run_dir: str, values: dict, threads: int) -> dict:
         if done is not None and done >= config.steps:
             outcome.update(status="finished", env_steps=done)
         else:
-            result = train(config, resume=done is not None)
+            tracker = open_tracker(track["kind"], config, project=track["project"]) if track else None
+            try:
+                result = train(config, resume=done is not None, on_update=tracker.log if tracker else None)
+            finally:
+                if tracker:
+                    tracker.close()
             outcome.update(status="interrupted" if result.stopped_early else "finished", env_steps=result.env_steps)
     except KeyboardInterrupt:  # a second Ctrl-C, or a stop that came before the trainer's handler
         outcome.update(status="interrupted", env_steps=checkpoint_steps_or_none(run_dir))
@@ -47,14 +54,14 @@ def run_trial(run_dir: str, values: dict, threads: int) -> dict:
     return outcome
 
 
-def make_backend(name, todo, workers, threads_per_trial, ray_address, cpus_per_trial, gpus_per_trial):
+def make_backend(name, todo, workers, threads_per_trial, ray_address, cpus_per_trial, gpus_per_trial, track):
     if name == "local":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = workers or min(todo, cores)
-        return _LocalBackend(workers, threads_per_trial or max(1, cores // workers))
+        return _LocalBackend(workers, threads_per_trial or max(1, cores // workers), track)
     if name == "ray":
         return _RayBackend(ray_address, workers or todo, threads_per_trial or cpus_per_trial, cpus_per_trial,
-                           gpus_per_trial)
+                           gpus_per_trial, track)
     raise ValueError(f"unknown backend {name!r}; use local or ray")
 
 
@@ -83,19 +90,19 @@ def _relay_stop(stop_event) -> None:
         time.sleep(0.5)
 
 
-def _local_trial(run_dir: str, values: dict, threads: int) -> dict:
+def _local_trial(run_dir: str, values: dict, threads: int, track: dict | None) -> dict:
     if _STOP_EVENT is not None and _STOP_EVENT.is_set():
         return {"status": "pending", "env_steps": None, "error": None, "duration_s": 0.0}
-    return run_trial(run_dir, values, threads)
+    return run_trial(run_dir, values, threads, track)
 
 
 class _LocalBackend:
     """Trials in a pool of spawned processes (fork is unsafe once torch and Numba run threads)."""
 
-    def __init__(self, workers: int, threads: int):
+    def __init__(self, workers: int, threads: int, track: dict | None):
         import multiprocessing
 
-        self.capacity, self.threads = workers, threads
+        self.capacity, self.threads, self.track = workers, threads, track
         self.context = multiprocessing.get_context("spawn")
         self.stop_event = self.context.Event()
         self.executor = None
@@ -106,7 +113,7 @@ class _LocalBackend:
         if self.executor is None:  # first use, or the last pool broke (a worker died)
             self.executor = ProcessPoolExecutor(self.capacity, mp_context=self.context,
                                                 initializer=_init_local_worker, initargs=(self.stop_event,))
-        return self.executor.submit(_local_trial, run_dir, values, self.threads)
+        return self.executor.submit(_local_trial, run_dir, values, self.threads, self.track)
 
     def wait(self, handles: list, timeout: float) -> list[tuple]:
         from concurrent.futures import FIRST_COMPLETED
@@ -152,16 +159,16 @@ class _RayBackend:
     """One Ray task per trial; the driver keeps the manifest. A stop cancels the tasks without
     force, which Ray delivers as a simulated SIGINT: the trainer's handler checkpoints and stops."""
 
-    def __init__(self, address: str | None, capacity: int, threads: int, cpus: int, gpus: float):
+    def __init__(self, address: str | None, capacity: int, threads: int, cpus: int, gpus: float, track: dict | None):
         ray = import_ray()
-        self.ray, self.capacity, self.threads = ray, capacity, threads
+        self.ray, self.capacity, self.threads, self.track = ray, capacity, threads, track
         self.owned = not ray.is_initialized()
         if self.owned:
             ray.init(address=address)
         self.task = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_trial)
 
     def submit(self, run_dir: str, values: dict):
-        return self.task.remote(run_dir, values, self.threads)
+        return self.task.remote(run_dir, values, self.threads, self.track)
 
     def wait(self, handles: list, timeout: float) -> list[tuple]:
         ready, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)

@@ -15,7 +15,7 @@ POLL_S = 1.0
 
 def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local", workers: int | None = None,
               threads_per_trial: int | None = None, ray_address: str | None = None, cpus_per_trial: int = 1,
-              gpus_per_trial: float = 0.0, on_progress=None) -> list[dict]:
+              gpus_per_trial: float = 0.0, on_progress=None, track: dict | None = None) -> list[dict]:
     """Run every trial of ``spec`` that is not finished yet; return the final manifest records.
 
     ``local``: at most ``workers`` (default: min(trials to run, cores)) trials at once in spawned
@@ -27,6 +27,7 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
     second and whenever a trial changes state. A first SIGINT/SIGTERM stops the running trials
     after their current update (checkpointed, ``interrupted``) and starts no new ones; a second
     SIGINT aborts at once. ValueError for a bad spec or a sweep directory holding another sweep.
+    ``track`` is passed to every trial's :func:`run_trial`.
     """
     root = Path(sweep_dir).resolve()
     trials = expand(spec)
@@ -46,7 +47,7 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
         manifest.save()
         if todo:
             runner = make_backend(backend, len(todo), workers, threads_per_trial, ray_address, cpus_per_trial,
-                                   gpus_per_trial)
+                                  gpus_per_trial, track)
             try:
                 _drive(runner, root, todo, by_id, manifest, on_progress)
             finally:

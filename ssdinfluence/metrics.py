@@ -44,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "OUTCOME_KEYS",
+    "BeamTracker",
     "EpisodeTracker",
     "efficiency",
     "equality",
@@ -298,6 +299,56 @@ class EpisodeTracker:
             values[name] = value
         for name, value in values.items():
             getattr(self, name)[...] = value
+
+
+class BeamTracker:
+    """Per agent, how often it fired its punishment beam and how often it was hit, over a window
+    of steps (the trainer's: one update's rollout); who hit whom as well.
+
+    Accumulators ``[N]`` / ``[N, N]`` int64, preallocated; :meth:`update` once per env step,
+    :meth:`columns` at the end of the window (it also resets). Rates are per agent-step: the
+    fraction of the window's ``B * T`` steps in which agent k chose FIRE (``fire_rate_agent_k``)
+    and in which it was hit at least once (``hit_rate_agent_k``), and the mean number of hits
+    per step that k landed on j (``hits_k_on_j``).
+    """
+
+    def __init__(self, num_agents: int, fire_action: int):
+        if isinstance(num_agents, bool) or not isinstance(num_agents, (int, np.integer)) or num_agents < 1:
+            raise ValueError(f"num_agents must be a positive integer, got {num_agents!r}")
+        self.num_agents, self.fire_action = int(num_agents), int(fire_action)
+        N = self.num_agents
+        self.fired = np.zeros(N, np.int64)
+        self.was_hit = np.zeros(N, np.int64)
+        self.pairs = np.zeros((N, N), np.int64)
+        self.steps = 0  # env steps (per env) counted: B per update() call
+
+    @staticmethod
+    def column_names(num_agents: int) -> list[str]:
+        N = num_agents
+        return ([f"fire_rate_agent_{k}" for k in range(N)] + [f"hit_rate_agent_{k}" for k in range(N)]
+                + [f"hits_{k}_on_{j}" for k in range(N) for j in range(N) if j != k])
+
+    def update(self, actions, hits) -> None:
+        """Add one step of B envs: ``actions [B, N]`` int (those just taken), ``hits [B, N, N]``
+        int (the env's ``info["hits"]``, [b, shooter, target])."""
+        actions, hits = np.asarray(actions), np.asarray(hits)
+        N = self.num_agents
+        if actions.ndim != 2 or actions.shape[1] != N or hits.shape != (actions.shape[0], N, N):
+            raise ValueError(f"actions {actions.shape} and hits {hits.shape} must be [B, {N}] and [B, {N}, {N}]")
+        self.fired += (actions == self.fire_action).sum(0)
+        self.was_hit += (hits.sum(1) > 0).sum(0)
+        self.pairs += hits.sum(0)
+        self.steps += actions.shape[0]
+
+    def columns(self) -> dict[str, float]:
+        """The window's rates by column name (NaN if no step was counted); then reset."""
+        N, steps = self.num_agents, self.steps
+        scale = 1.0 / steps if steps else float("nan")
+        row = {f"fire_rate_agent_{k}": float(self.fired[k] * scale) for k in range(N)}
+        row.update({f"hit_rate_agent_{k}": float(self.was_hit[k] * scale) for k in range(N)})
+        row.update({f"hits_{k}_on_{j}": float(self.pairs[k, j] * scale) for k in range(N) for j in range(N) if j != k})
+        self.fired[:], self.was_hit[:], self.pairs[:], self.steps = 0, 0, 0, 0
+        return row
 
 
 # ---------------------------------------------------------------------------- communication

@@ -31,8 +31,9 @@ from . import __version__, checkpoint
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config
 from .envs import BatchedEnv, make
+from .envs.tiles import FIRE
 from .influence import influence_beta
-from .metrics import OUTCOME_KEYS, EpisodeTracker
+from .metrics import OUTCOME_KEYS, BeamTracker, EpisodeTracker
 from .policies import ActOutput, make_policies, policy_class
 from .rewards import RewardTransform, make_reward_transform
 from .runtime import resolve_device, stop_on_signals
@@ -159,6 +160,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
         obs, info = env.observe()
         _truncate_metrics(files.metrics, run.update)
     rollout = Rollout(T, B, N, env.observation_shape, run.lstm_state, config.bptt_length, device)
+    beams = BeamTracker(N, FIRE)  # fire and hit rates of each update's rollout
     metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, config.model), append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
@@ -205,6 +207,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                             pairs_sum += step.influence_pairs.sum(0)
                         run.env_steps += B
                         ended = run.tracker.update(rewards, truncated)
+                        beams.update(actions_np, info["hits"])
                         if ended is not None:
                             finished.append(ended)
                         if run.recorder:
@@ -234,6 +237,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 elapsed = time.perf_counter() - update_start
                 row = _metrics_row(run.update, run.env_steps, time.perf_counter() - started, B * T / elapsed, lr,
                                    finished, losses, timers, N)
+                row.update(beams.columns())
                 if policy.computes_influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
                 metrics_writer.writerow(row)
@@ -419,7 +423,8 @@ def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
     return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
             + [f"return_agent_{k}" for k in range(num_agents)] + list(OUTCOME_KEYS)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
-            + [f"{name}_s" for name in TIMERS] + influence + list(policy.metric_columns))
+            + [f"{name}_s" for name in TIMERS] + BeamTracker.column_names(num_agents) + influence
+            + list(policy.metric_columns))
 
 
 def _metrics_row(update, env_steps, time_s, sps, lr, finished, losses, timers, N) -> dict:

@@ -138,6 +138,7 @@ class ReferenceEnv:
         self.positions = [(0, 0)] * self.num_agents
         self.orientations = [UP] * self.num_agents
         self.beams = {}  # (row, col) -> tiles.BEAM_FIRE / tiles.BEAM_CLEAN, this step only
+        self.hits = np.zeros((num_agents, num_agents), np.int32)  # this step's FIRE hits [shooter, target]
         self.step_count = 0
         self.prev_actions = [STAY] * self.num_agents
         self.returns = [np.float32(0.0)] * self.num_agents
@@ -240,6 +241,7 @@ class ReferenceEnv:
     def reset(self):
         """Start a new episode. Returns ``obs`` [N,15,15,3] and the info dict."""
         self._reset_state()
+        self.hits[:] = 0
         obs = self.observe()
         return obs, self._info(self.visibility())
 
@@ -251,6 +253,7 @@ class ReferenceEnv:
         assert all(0 <= a < self.num_actions for a in actions)
         rewards = [np.float32(0.0)] * self.num_agents
         self.beams = {}
+        self.hits[:] = 0
         self.step_count += 1
 
         self._turn_and_move(actions)
@@ -280,6 +283,7 @@ class ReferenceEnv:
             "episode_returns": self.episode_returns.copy(),
             "visible": visible,
             "prev_actions": np.array(self.prev_actions, np.int32),
+            "hits": self.hits.copy(),
         }
 
     # --- 1. turns and moves
@@ -403,6 +407,7 @@ class ReferenceEnv:
                 if is_fire:
                     rewards[k] = np.float32(rewards[k] - np.float32(self.params.hit_penalty))
                     self.events["hit"] += 1
+                    self.hits[shooter, k] += 1
                 else:
                     self.events["clean_stopped_by_agent"] += 1
                 stop = True

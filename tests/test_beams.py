@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ssdinfluence.envs import tiles
+from ssdinfluence.metrics import BeamTracker
 from ssdinfluence.envs.tiles import CLEAN, DOWN, FIRE, LEFT, MOVE_UP, RIGHT, STAY, UP
 
 from .helpers import act, make_env, place
@@ -165,3 +166,33 @@ def test_beams_last_one_step():
     act(env, FIRE)
     act(env, STAY)
     assert not env.get_state()["beams"].any()
+
+
+def test_hits_count_shooter_and_target():
+    # 0 fires right at 1 (two cells away); 2 fires left at 1 too; 3 fires up at nobody.
+    env = place(make_env(map=BIG_OPEN, num_agents=4), [[7, 4], [7, 6], [7, 8], [11, 11]], [RIGHT, UP, LEFT, UP])
+    _, _, info = act(env, FIRE, STAY, FIRE, FIRE)
+    expected = np.zeros((4, 4), np.int32)
+    expected[0, 1] = expected[2, 1] = 1
+    assert info["hits"].dtype == np.int32
+    np.testing.assert_array_equal(info["hits"][0], expected)
+    _, _, info = act(env, STAY, STAY, FIRE, STAY)  # the next step starts from zero
+    expected[0, 1] = 0
+    np.testing.assert_array_equal(info["hits"][0], expected)
+    assert not env.reset()[1]["hits"].any()
+
+
+def test_beam_tracker_rates_from_a_hand_written_map():
+    # Two envs, 3 agents: 0 fires at 1 every step; 2 fires at nobody on odd steps. Exact counts.
+    env = place(make_env(map=BIG_OPEN, num_agents=3, num_envs=2), [[7, 4], [7, 6], [11, 11]], [RIGHT, UP, UP])
+    tracker = BeamTracker(3, FIRE)
+    for t in range(4):
+        actions = np.array([[FIRE, STAY, FIRE if t % 2 else STAY]] * 2, np.int32)
+        _, _, _, _, info = env.step(actions)
+        tracker.update(actions, info["hits"])
+    row = tracker.columns()
+    assert [row[f"fire_rate_agent_{k}"] for k in range(3)] == [1.0, 0.0, 0.5]
+    assert [row[f"hit_rate_agent_{k}"] for k in range(3)] == [0.0, 1.0, 0.0]
+    assert row["hits_0_on_1"] == 1.0 and row["hits_1_on_0"] == 0.0 and row["hits_2_on_1"] == 0.0
+    assert set(row) == set(BeamTracker.column_names(3))
+    assert np.isnan(tracker.columns()["fire_rate_agent_0"])  # columns() reset the window

@@ -115,7 +115,7 @@ def check_env(env, refs, obs, info, ctx, rewards=None, terminated=None, truncate
             errors.append(_diff("rewards", rewards[b], r_rewards, c))
             errors.append(_diff("terminated", terminated[b], np.bool_(False), c))
             errors.append(_diff("truncated", truncated[b], np.bool_(r_truncated), c))
-        for key in ("final_obs", "episode_returns", "visible", "prev_actions"):
+        for key in ("final_obs", "episode_returns", "visible", "prev_actions", "hits"):
             errors.append(_diff(f"info[{key}]", info[key][b], r_info[key], c))
         r_state = ref.state()
         for key in STATE_KEYS:

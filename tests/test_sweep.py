@@ -111,6 +111,23 @@ def test_toml_file_with_preset_and_the_example(tmp_path):
     assert len(example) == 36 and all(t.steps == 1_000_000 for t in example)
 
 
+@pytest.mark.parametrize(("name", "env", "models", "seeds", "steps", "ramp"), [
+    ("study-harvest", "harvest", ("baseline", "influence", "moa"), 5, 10_000_000, 3_000_000),
+    ("study-cleanup", "cleanup", ("baseline", "moa"), 3, 20_000_000, 6_000_000),
+])
+def test_the_study_expands_to_the_intended_trials(name, env, models, seeds, steps, ramp):
+    from ssdinfluence.config import build_config, preset_values
+
+    trials = expand(load_spec(ROOT / "examples" / f"{name}.toml"))
+    assert [t.id for t in trials] == [f"{env}-{m}-s{s}" for m in models for s in range(seeds)]
+    for trial in trials:
+        config = build_config(trial.values)
+        assert (config.env, config.agents, config.steps, config.log_trajectories) == (env, 5, steps, "")
+        paper = preset_values("paper", env, trial.model)  # equal tuning effort: the paper's own values
+        assert all(getattr(config, key) == value for key, value in paper.items() if key != "influence_ramp_steps")
+        assert config.influence_ramp_steps == ramp  # the curriculum relative to the budget
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     ({"base": {"stepz": 3}}, "unknown option 'stepz'"),
     ({"base": {"env": "harvest"}, "models": ["baseline", "telepathy"]}, "trial harvest-telepathy-s0: unknown model"),

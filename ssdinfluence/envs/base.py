@@ -139,6 +139,7 @@ class BatchedEnv:
         self._truncated = np.zeros(B, np.bool_)
         self._episode_returns = np.zeros((B, N), np.float32)
         self._visible = np.zeros((B, N, N), np.bool_)
+        self._hits = np.zeros((B, N, N), np.int32)
         self._all_envs = np.ones(B, np.bool_)
         self._seed = seed
         self._state["rng"][:] = seed_states(seed, B)
@@ -155,7 +156,7 @@ class BatchedEnv:
         self._scratch = (self._target, self._moving, self._settled, self._order, self._spawn_perm, self._grow,
                          self._view)
         self._outputs = (self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
-                         self._visible)
+                         self._visible, self._hits)
 
     # ------------------------------------------------------------------ API
     def reset(self, seed: int | None = None):
@@ -169,6 +170,7 @@ class BatchedEnv:
         core.reset_kernel(self._all_envs, self._world, self._kernel_state, self._scratch, self._outputs)
         self._truncated[:] = False
         self._rewards[:] = 0.0
+        self._hits[:] = 0
         self._needs_reset = False
         return self._obs, self._info()
 
@@ -181,7 +183,9 @@ class BatchedEnv:
         Returns:
             obs [B, N, 15, 15, 3] uint8, rewards [B, N] float32, terminated [B] bool (always
             False), truncated [B] bool, info dict with ``prev_actions`` [B, N] int32 (the
-            actions just taken; STAY after a reset), ``visible`` [B, N, N] bool, and, valid
+            actions just taken; STAY after a reset), ``visible`` [B, N, N] bool, ``hits``
+            [B, N, N] int32 (the step's fire-beam hits, [b, shooter, target]; 0 after a
+            reset), and, valid
             where truncated, ``final_obs`` [B, N, 15, 15, 3] uint8 and ``episode_returns``
             [B, N] float32. Where truncated, ``obs`` is already the new episode's first view.
         """
@@ -283,6 +287,7 @@ class BatchedEnv:
         return {
             "prev_actions": self._state["prev_actions"],
             "visible": self._visible,
+            "hits": self._hits,
             "final_obs": self._final_obs,
             "episode_returns": self._episode_returns,
         }

@@ -23,8 +23,8 @@ exactly this contract):
    (``for i = n-1..1: j = randint(i+1); swap(i, j)``). Each shooter in that order fires three
    rays: centre (forward distance 1..L) and left/right (the side cell and forward 0..L-1).
    A ray stops before a wall or the map edge; it covers and stops at the first agent (FIRE:
-   that agent gets ``-hit_penalty``) and, for CLEAN, at the first waste (turned into river).
-   FIRE costs the shooter ``fire_cost``.
+   that agent gets ``-hit_penalty`` and ``hits[b, shooter, agent]`` counts it) and, for
+   CLEAN, at the first waste (turned into river). FIRE costs the shooter ``fire_cost``.
 4. Respawn: the game's own rule (``harvest.respawn`` / ``cleanup.respawn``).
 5. Truncation at ``horizon``, then views and the visibility mask.
 
@@ -173,7 +173,7 @@ def _move(b, actions, grid, positions, orientations, occupancy, rng, target, mov
 
 
 @njit(cache=True)
-def _ray(b, shooter, row, col, dr, dc, first, length, is_fire, grid, beams, occupancy, rewards, hit_penalty):
+def _ray(b, shooter, row, col, dr, dc, first, length, is_fire, grid, beams, occupancy, rewards, hit_penalty, hits):
     """Trace one ray from (row, col) along (dr, dc), covering forward distances first..length-1+first."""
     height, width = grid.shape[1], grid.shape[2]
     for d in range(first, first + length):
@@ -188,11 +188,13 @@ def _ray(b, shooter, row, col, dr, dc, first, length, is_fire, grid, beams, occu
         if occupant >= 0 and occupant != shooter:
             if is_fire:
                 rewards[b, occupant] -= hit_penalty
+                hits[b, shooter, occupant] += 1
             return
 
 
 @njit(cache=True)
-def _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rewards, rng, order, beam_length, fire_cost, hit_penalty):
+def _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rewards, rng, order, beam_length, fire_cost,
+                hit_penalty, hits):
     num_agents = positions.shape[1]
     n = 0
     for k in range(num_agents):
@@ -209,9 +211,10 @@ def _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rew
             rewards[b, k] -= fire_cost
         row, col = positions[b, k, 0], positions[b, k, 1]
         fr, fc, rr, rc = _directions(orientations[b, k], False)
-        _ray(b, k, row, col, fr, fc, 1, beam_length, is_fire, grid, beams, occupancy, rewards, hit_penalty)
+        _ray(b, k, row, col, fr, fc, 1, beam_length, is_fire, grid, beams, occupancy, rewards, hit_penalty, hits)
         for side in (-1, 1):
-            _ray(b, k, row + side * rr, col + side * rc, fr, fc, 0, beam_length, is_fire, grid, beams, occupancy, rewards, hit_penalty)
+            _ray(b, k, row + side * rr, col + side * rc, fr, fc, 0, beam_length, is_fire, grid, beams, occupancy, rewards,
+                 hit_penalty, hits)
 
 
 @njit(cache=True)
@@ -307,7 +310,7 @@ def step_kernel(actions, world, state, scratch, out):
 
     Inputs: ``actions`` [B, N] int32 (validated by the caller). Outputs written in place
     (``out``): ``obs`` [B, N, 15, 15, 3] uint8, ``rewards`` [B, N] float32, ``truncated`` [B]
-    bool, ``visible`` [B, N, N] bool; where truncated, ``final_obs`` [B, N, 15, 15, 3] and
+    bool, ``visible`` [B, N, N] bool, ``hits`` [B, N, N] int32 (this step's); where truncated, ``final_obs`` [B, N, 15, 15, 3] and
     ``episode_returns`` [B, N] float32 hold the finished episode's last view and returns,
     and ``obs`` the new episode's first view.
     """
@@ -315,10 +318,11 @@ def step_kernel(actions, world, state, scratch, out):
     draw_beams, flip_sideways, horizon, beam_length, apple_reward, fire_cost, hit_penalty = world[8:]
     grid, positions, orientations, occupancy, beams, step_count, prev_actions, returns, rng = state
     target, moving, settled, order, spawn_perm, grow, view = scratch
-    obs, rewards, truncated, final_obs, episode_returns, visible = out
+    obs, rewards, truncated, final_obs, episode_returns, visible, hits = out
     num_agents = positions.shape[1]
     for b in prange(grid.shape[0]):
         beams[b] = tiles.NO_BEAM
+        hits[b] = 0
         step_count[b] += 1
         for k in range(num_agents):
             rewards[b, k] = 0.0
@@ -328,7 +332,8 @@ def step_kernel(actions, world, state, scratch, out):
             if grid[b, row, col] == tiles.APPLE:
                 grid[b, row, col] = tiles.FLOOR
                 rewards[b, k] += apple_reward
-        _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rewards, rng, order, beam_length, fire_cost, hit_penalty)
+        _fire_beams(b, actions, grid, positions, orientations, occupancy, beams, rewards, rng, order, beam_length, fire_cost,
+                    hit_penalty, hits)
         _respawn(game, b, grid, occupancy, apple_cells, waste_cells, offsets, params, rng, grow)
         for k in range(num_agents):
             returns[b, k] += rewards[b, k]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ssdinfluence.envs import tiles
-from ssdinfluence.metrics import BeamTracker
 from ssdinfluence.envs.tiles import CLEAN, DOWN, FIRE, LEFT, MOVE_UP, RIGHT, STAY, UP
+from ssdinfluence.metrics import BeamTracker
 
 from .helpers import act, make_env, place
 

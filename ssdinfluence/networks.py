@@ -13,6 +13,18 @@ Extra LSTM inputs (``extra_size``) are concatenated to the FC output: the visibl
 baseline feeds the one-hot previous actions of the other agents there, and the influence
 models feed the one-hot actions or messages whose counterfactuals they evaluate. Their
 contribution to the gates is ``extra @ W_ih[fc_size:]``, which the influence kernel uses.
+
+Two hand-written autograd functions carry most of the work (``bench/train_speed.py`` measures
+them against the plain compositions they replace, which the tests check them against):
+
+* :class:`_ConvReLU`, the conv layer: one channels-last grouped convolution (oneDNN on the CPU),
+  the ReLU fused into the one copy that puts its output agent-major, and a backward that asks
+  only for the weight and bias gradients. The composition of standard ops pays two extra
+  layout conversions and a strided ReLU backward.
+* :class:`_LSTMSequence`, the LSTM unrolled over a sequence: per step one matmul and a few
+  element-wise ops into preallocated buffers; the backward walks back through time with one
+  matmul per step and computes the recurrent weight's gradient in one matmul over all steps,
+  instead of autograd's dozen small nodes per step.
 """
 
 from __future__ import annotations
@@ -21,12 +33,47 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
 def _uniform(shape, fan_in, scale=1.0):
     bound = scale / math.sqrt(fan_in)
     return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+def tanh(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.tanh`` as ``2 sigmoid(2x) - 1`` on the CPU (equal to within 2e-7): there torch's
+    float32 tanh takes about 10x as long as its sigmoid (2.4 vs 0.24 ns per element with the
+    AVX-512 kernels), and the four cheap passes about 5x less than one tanh. ``out``: write
+    there (no autograd). Elsewhere (CUDA) it is ``torch.tanh``."""
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    if out is None and x.requires_grad and torch.is_grad_enabled():
+        return _Tanh.apply(x)
+    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def tanh_(x: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`tanh` (no autograd)."""
+    if x.device.type != "cpu":
+        return x.tanh_()
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+class _Tanh(torch.autograd.Function):
+    """:func:`tanh` under autograd; the backward is torch's own, from the output."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.mul(x, 2).sigmoid_().mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        return torch.ops.aten.tanh_backward(grad, ctx.saved_tensors[0])
 
 
 class BatchedLinear(nn.Module):
@@ -38,7 +85,36 @@ class BatchedLinear(nn.Module):
         self.bias = _uniform((num_agents, 1, out_size), in_size, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, x, matmul_weight(self.weight))
+
+
+class ConvFeaturesLinear(BatchedLinear):
+    """The first FC layer, on the conv's features ``[N, M, P*C]`` in (pixel, channel) order.
+
+    Its weight keeps the rows in (channel, pixel) order, ``[N, C*P, out]``, the order of a
+    flattened NCHW conv output (and of checkpoints written before the conv kernel's layout
+    changed); the forward reads them in the features' order (a copy of the small weight).
+    """
+
+    def __init__(self, num_agents: int, channels: int, pixels: int, out_size: int):
+        super().__init__(num_agents, channels * pixels, out_size)
+        self.channels, self.pixels = channels, pixels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, _, out = self.weight.shape
+        weight = self.weight.view(N, self.channels, self.pixels, out).transpose(1, 2).reshape(N, -1, out)
+        return torch.baddbmm(self.bias, x, weight)
+
+
+def matmul_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight [N, in, out]`` as the right operand of a bmm: for narrow outputs (the heads) the
+    same values stored output-major, which MKL's matmul takes about 2x faster."""
+    if weight.shape[-1] > NARROW:
+        return weight
+    return weight.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+NARROW = 16  # output widths up to this take the output-major layout (measured: 9 wide 2x, 32 wide no gain)
 
 
 class BatchedLSTM(nn.Module):
@@ -59,8 +135,8 @@ class BatchedLSTM(nn.Module):
         """One step from precomputed input gates ``[N, M, 4H]`` and state ``[N, M, H]`` each."""
         gates = torch.baddbmm(gates_x, h, self.weight_hh)
         i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * tanh(g)
+        h = torch.sigmoid(o) * tanh(c)
         return h, c
 
 
@@ -80,7 +156,7 @@ class AgentNetworks(nn.Module):
         self.conv_features = conv_channels * conv_out * conv_out
         self.conv_weight = _uniform((num_agents * conv_channels, 3, 3, 3), 27)
         self.conv_bias = _uniform((num_agents * conv_channels,), 27)
-        self.fc1 = BatchedLinear(num_agents, self.conv_features, fc_size)
+        self.fc1 = ConvFeaturesLinear(num_agents, conv_channels, conv_out * conv_out, fc_size)
         self.fc2 = BatchedLinear(num_agents, fc_size, fc_size)
         self.lstm = BatchedLSTM(num_agents, fc_size + extra_size, lstm_size)
         self.policy = BatchedLinear(num_agents, lstm_size, num_actions, scale=0.01)
@@ -92,18 +168,12 @@ class AgentNetworks(nn.Module):
 
     def fc(self, conv: torch.Tensor) -> torch.Tensor:
         """The two FC layers, ``[N, M, C*13*13] -> [N, M, fc_size]``."""
-        return torch.tanh(self.fc2(torch.tanh(self.fc1(conv))))
+        return tanh(self.fc2(tanh(self.fc1(conv))))
 
     def conv(self, obs: torch.Tensor) -> torch.Tensor:
-        """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, C*13*13] float32``."""
-        M, N, height, width = obs.shape[:4]
-        # Channels-last input ([M, 15, 15, N*3] in memory) makes the grouped conv about 1.7x
-        # faster on CPU than NCHW; agent k's colour channels are input channels 3k..3k+2.
-        x = obs.permute(0, 2, 3, 1, 4).reshape(M, height, width, N * 3).float().mul_(1 / 255.0)
-        x = F.conv2d(x.permute(0, 3, 1, 2), self.conv_weight, self.conv_bias, groups=N)
-        # ReLU after the reshape to contiguous [M, N, C*13*13]: on the channels-last conv output
-        # its backward takes a slow strided path.
-        return F.relu(x.reshape(M, N, self.conv_features)).transpose(0, 1)  # [N, M, C*13*13]
+        """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, 13*13*C] float32``, features in
+        (row, col, channel) order (:class:`ConvFeaturesLinear` reads them)."""
+        return _ConvReLU.apply(obs, self.conv_weight, self.conv_bias)
 
     def lstm_inputs(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         """``[N, M, fc]`` and extra ``[N, M, E]`` -> input gates ``[N, M, 4H]``."""
@@ -159,15 +229,109 @@ def run_lstm(lstm: BatchedLSTM, gates_x, state, episode_start):
     """Unroll ``lstm`` over input gates ``[N, T, B, 4H]`` from ``state`` ((h, c), [N, B, H] each),
     zeroing the state before steps where ``episode_start [T, B]`` is set.
     Returns the hidden states ``[N, T, B, H]`` and the final state."""
-    h, c = state
-    hs = []
-    # unbind once: indexing gates_x[:, t] per step would make each step's backward fill a
-    # full-size zero gradient (quadratic in T).
-    for t, gates_t in enumerate(gates_x.unbind(1)):
-        h, c = reset_state((h, c), episode_start[t])
-        h, c = lstm.cell(gates_t, h, c)
-        hs.append(h)
-    return torch.stack(hs, dim=1), (h, c)
+    keep = (~episode_start).to(gates_x.dtype)
+    hidden, h, c = _LSTMSequence.apply(gates_x, state[0], state[1], keep, lstm.weight_hh)
+    return hidden, (h, c)
+
+
+_SCALE = 1 / 255.0  # uint8 colours -> [0, 1], folded into the conv weight
+
+
+class _ConvReLU(torch.autograd.Function):
+    """``relu(conv(obs / 255))`` for N agents at once: ``obs [M, N, 15, 15, 3] uint8``, weight
+    ``[N*C, 3, 3, 3]``, bias ``[N*C]`` -> ``[N, M, 13*13*C]`` float32 in (row, col, channel)
+    order, the order of the conv's own channels-last output: putting it agent-major then moves
+    C-float pieces, 2x faster than transposing it to (channel, row, col) as well.
+
+    The input is one channels-last image with agent k's colours as channels 3k..3k+2 (the
+    grouped conv is about 1.7x faster so than NCHW on the CPU), its output channels-last too.
+    """
+
+    @staticmethod
+    def forward(ctx, obs, weight, bias):
+        M, N, height, width, colours = obs.shape
+        C = weight.shape[0] // N
+        # the layout change on the bytes, then the cast: 2-3x faster than both in one strided copy
+        x = obs.permute(0, 2, 3, 1, 4).contiguous().to(weight.dtype)  # [M, 15, 15, N, 3]
+        x = x.view(M, height, width, N * colours).permute(0, 3, 1, 2)  # [M, N*3, 15, 15] channels-last
+        y = F.conv2d(x, weight * _SCALE, bias, groups=N)  # [M, N*C, 13, 13] channels-last
+        pixels = y.shape[2] * y.shape[3]
+        out = torch.empty((N, M, pixels, C), dtype=y.dtype, device=obs.device)
+        y_memory = y.permute(0, 2, 3, 1).view(M, pixels, N, C)  # the channels-last output as it lies
+        torch.clamp_min(y_memory.permute(2, 0, 1, 3), 0.0, out=out)  # ReLU and the layout change at once
+        ctx.save_for_backward(x, weight, out)
+        ctx.rows = y.shape[2]
+        return out.view(N, M, -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight, out = ctx.saved_tensors
+        N, M, pixels, C = out.shape
+        grad_y = torch.empty((M, pixels, N, C), dtype=grad.dtype, device=grad.device)  # channels-last, as the conv's
+        grad_y.permute(2, 0, 1, 3).copy_(torch.ops.aten.threshold_backward(grad.view(out.shape), out, 0))
+        grad_y = grad_y.view(M, ctx.rows, pixels // ctx.rows, N * C).permute(0, 3, 1, 2)
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_y, x, weight, [N * C], [1, 1], [0, 0], [1, 1], False, [0, 0], N, [False, True, True])
+        return None, grad_weight * _SCALE, grad_bias
+
+
+class _LSTMSequence(torch.autograd.Function):
+    """N LSTMs unrolled over T steps (the math of :meth:`BatchedLSTM.cell`, gates i, f, g, o).
+
+    Inputs: ``gates_x [N, T, B, 4H]`` input part of the gates (bias included), ``h0``, ``c0``
+    ``[N, B, H]``, ``keep [T, B]`` (0 where the state is zeroed before step t), ``weight_hh
+    [N, H, 4H]``. Outputs: hidden states ``[N, T, B, H]``, final ``h`` and ``c`` ``[N, B, H]``.
+    Saved for the backward: the activated gates ``[T, N, B, 4H]`` (time-major, so that each
+    step's matmul writes into contiguous memory), the state each step started from and tanh of
+    each new cell state ``[N, T, B, H]``.
+    """
+
+    @staticmethod
+    def forward(ctx, gates_x, h, c, keep, weight_hh):
+        N, T, B, G = gates_x.shape
+        H = G // 4
+        acts = gates_x.new_empty((T, N, B, G))  # time-major: each step's matmul writes in place
+        h_prev, c_prev, tanh_c, hidden = (gates_x.new_empty((N, T, B, H)) for _ in range(4))
+        for t in range(T):
+            k = keep[t].view(1, B, 1)
+            hp, cp = torch.mul(h, k, out=h_prev[:, t]), torch.mul(c, k, out=c_prev[:, t])
+            a = torch.baddbmm(gates_x[:, t], hp, weight_hh, out=acts[t])
+            a[..., :2 * H].sigmoid_(), tanh_(a[..., 2 * H:3 * H]), a[..., 3 * H:].sigmoid_()
+            i, f, g, o = a.chunk(4, dim=-1)
+            c = torch.mul(f, cp).addcmul_(i, g)
+            h = torch.mul(o, tanh(c, out=tanh_c[:, t]), out=hidden[:, t])
+        ctx.save_for_backward(acts, h_prev, c_prev, tanh_c, keep, weight_hh)
+        return hidden, h.clone(), c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_hidden, grad_h, grad_c):
+        acts, h_prev, c_prev, tanh_c, keep, weight_hh = ctx.saved_tensors
+        T, N, B, G = acts.shape
+        H = G // 4
+        one = torch.ones((), dtype=acts.dtype, device=acts.device)
+        grad_gates = torch.empty_like(acts)  # time-major, as acts
+        weight_t = weight_hh.transpose(1, 2)
+        dh_next, dc_next = grad_h, grad_c
+        for t in reversed(range(T)):
+            a, tc, dg = acts[t], tanh_c[:, t], grad_gates[t]
+            i, f, g, o = a.chunk(4, dim=-1)
+            dh = grad_hidden[:, t] + dh_next
+            torch.mul(dh, tc, out=dg[..., 3 * H:])  # d o
+            dc = torch.addcmul(one, tc, tc, value=-1).mul_(o).mul_(dh).add_(dc_next)
+            torch.mul(dc, g, out=dg[..., :H])  # d i
+            torch.mul(dc, c_prev[:, t], out=dg[..., H:2 * H])  # d f
+            torch.mul(dc, i, out=dg[..., 2 * H:3 * H])  # d g
+            slope = torch.addcmul(a, a, a, value=-1)  # sigmoid' = s (1 - s) ...
+            torch.addcmul(one, g, g, value=-1, out=slope[..., 2 * H:3 * H])  # ... and tanh' = 1 - tanh^2
+            dg.mul_(slope)
+            k = keep[t].view(1, B, 1)
+            dc_next = dc.mul_(f).mul_(k)
+            dh_next = torch.bmm(dg, weight_t).mul_(k)
+        grad_gates = grad_gates.transpose(0, 1).contiguous()  # [N, T, B, 4H], as gates_x
+        grad_weight = torch.bmm(h_prev.view(N, T * B, H).transpose(1, 2), grad_gates.view(N, T * B, G))
+        return grad_gates, dh_next, dc_next, None, grad_weight
 
 
 def reset_state(state, episode_start):
@@ -183,17 +347,17 @@ class ModelOfOtherAgents(nn.Module):
     """
 
     def __init__(self, num_agents: int, num_actions: int, conv_features: int, fc_size: int = 32,
-                 lstm_size: int = 128):
+                 lstm_size: int = 128, conv_channels: int = 6):
         super().__init__()
         self.num_agents, self.num_actions, self.fc_size, self.lstm_size = num_agents, num_actions, fc_size, lstm_size
-        self.fc1 = BatchedLinear(num_agents, conv_features, fc_size)
+        self.fc1 = ConvFeaturesLinear(num_agents, conv_channels, conv_features // conv_channels, fc_size)
         self.fc2 = BatchedLinear(num_agents, fc_size, fc_size)
         self.lstm = BatchedLSTM(num_agents, fc_size + num_agents * num_actions, lstm_size)
         self.head = BatchedLinear(num_agents, lstm_size, num_agents * num_actions)
 
     def input_gates(self, conv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``conv [N, M, C*13*13]``, ``actions [M, N]`` int64 -> gates ``[N, M, 4H]``."""
-        x = torch.tanh(self.fc2(torch.tanh(self.fc1(conv))))
+        x = tanh(self.fc2(tanh(self.fc1(conv))))
         one_hot = F.one_hot(actions, self.num_actions).float().flatten(1)  # [M, N*A]
         return self.lstm.input_gates(torch.cat([x, one_hot.unsqueeze(0).expand(self.num_agents, -1, -1)], -1))
 

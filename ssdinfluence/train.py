@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 import torch
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, threads
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config
 from .envs import BatchedEnv, make
@@ -138,9 +137,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
     # --- devices, threads and random streams ---------------------------------------------
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-        numba.set_num_threads(min(config.threads, numba.config.NUMBA_NUM_THREADS))
+    threads.configure(config.threads)
     torch.manual_seed(config.seed)  # initial weights
     sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .. import threads
 from ..names import ENV_NAMES
 from . import cleanup, core, harvest, maps, tiles
 from .rng import seed_states
@@ -197,7 +198,8 @@ class BatchedEnv:
 
     def _run_step_kernel(self) -> None:
         """Step every env with the actions already in ``self._actions`` (validated)."""
-        core.step_kernel(self._actions, self._world, self._kernel_state, self._scratch, self._outputs)
+        with threads.for_envs(self.num_envs):
+            core.step_kernel(self._actions, self._world, self._kernel_state, self._scratch, self._outputs)
 
     def get_state(self) -> dict:
         """A copy of the full mutable state: a dict of numpy arrays.

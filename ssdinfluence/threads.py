@@ -1,0 +1,122 @@
+"""Process-wide CPU settings for throughput: threads for the envs (Numba) and the networks
+(torch), chosen so that no thread spins against another one or against other processes, and the
+allocator's handling of large temporaries. Imports no torch at module level.
+
+One process holds two thread pools: Numba's (the env kernels, ``prange`` over envs) and torch's
+(intra-op parallelism and MKL/oneDNN). On Linux both are GNU OpenMP runtimes, two separate
+copies: the system's for Numba's ``omp`` layer, torch's own bundled one. By default an idle
+OpenMP thread spins for a while before it sleeps, so after every env step Numba's workers burn
+the cores torch's workers need, and vice versa; beside any other busy process (a sweep, a
+browser) the spinning threads and the real work take turns on the cores and throughput collapses
+to 1-10% of its quiet value (``bench/contention.py``). So:
+
+* ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep at once (GNU and Intel OpenMP both
+  honour it). Each runtime reads it once, when it is loaded: torch's at ``import torch``,
+  Numba's at the first parallel kernel. :func:`set_environment_defaults` therefore runs when
+  ``ssdinfluence`` is imported, before this package imports torch; a program that imports torch
+  first should set the variable itself (a value already set is always left alone).
+* Numba's threading layer: ``omp`` first (it honours the wait policy), then ``workqueue`` (no
+  OpenMP, no spinning), then ``tbb``, so that a TBB installed for another package does not
+  silently replace it.
+* Small batches step on one thread (:func:`env_threads`): below about 64 envs a step is so
+  short that waking a second thread costs more than it saves, and under load the woken thread
+  may wait for a core.
+* :func:`configure` sets torch's and Numba's thread counts together (``threads=0``: every core
+  this process may run on, as ``os.sched_getaffinity`` reports, not the machine's count), and
+  :func:`keep_freed_memory`.
+* :func:`keep_freed_memory`: an update's large temporaries (tens of MB each) are by default
+  mapped fresh from the OS and returned on free, so every one pays its page faults again; with
+  glibc told to keep them, an update's forward and backward take about 15% less CPU time. The
+  process keeps its peak memory instead of returning it.
+
+Results never depend on these choices: the env kernels and the trainer are deterministic at any
+thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from contextlib import contextmanager
+
+ENVIRONMENT_DEFAULTS = {
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "NUMBA_THREADING_LAYER_PRIORITY": "omp workqueue tbb",
+}
+ENVS_PER_THREAD = 64  # env steps below 2 x 64 envs run on one thread (see the module docstring)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+
+
+def set_environment_defaults() -> None:
+    """Put :data:`ENVIRONMENT_DEFAULTS` into ``os.environ`` where unset (a user's value wins).
+
+    Effective for each OpenMP runtime not yet loaded; for Numba also when it is already imported,
+    as long as no parallel kernel has run yet.
+    """
+    for name, value in ENVIRONMENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    numba = sys.modules.get("numba")
+    if numba is not None:  # imported before us: its config has read the environment already
+        numba.config.THREADING_LAYER_PRIORITY = os.environ["NUMBA_THREADING_LAYER_PRIORITY"].split()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; the machine's count where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure(threads: int = 0) -> int:
+    """Use ``threads`` threads (0: :func:`available_cores`) for torch and for the env kernels.
+
+    Returns the count set. Numba's count is capped by its pool size (``NUMBA_NUM_THREADS``).
+    """
+    import numba
+    import torch
+
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    count = threads or available_cores()
+    torch.set_num_threads(count)
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    keep_freed_memory()
+    return count
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc serve blocks up to 1 GiB from its heap and never trim it (see the module
+    docstring). Returns whether it applied (False off glibc, e.g. macOS or musl)."""
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def env_threads(num_envs: int, threads: int) -> int:
+    """Threads a step of ``num_envs`` envs gets out of ``threads``: one per 64 envs, at least 1."""
+    return max(1, min(threads, num_envs // ENVS_PER_THREAD))
+
+
+@contextmanager
+def for_envs(num_envs: int):
+    """Run the enclosed Numba kernels of a ``num_envs`` batch on :func:`env_threads` threads."""
+    import numba
+
+    current = numba.get_num_threads()
+    wanted = env_threads(num_envs, current)
+    if wanted == current:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(current)

@@ -1,0 +1,135 @@
+"""The hand-written network kernels equal the plain compositions of torch ops they replace:
+outputs and gradients to 1e-5, in float64 (so that only a difference in the math could fail,
+not float32 summation order) and the outputs also in float32."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from ssdinfluence.networks import AgentNetworks, BatchedLSTM, reset_state, run_lstm, tanh, tanh_
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def reference_conv(model, obs):
+    """The conv layer as plain ops: grouped NCHW conv on obs / 255, ReLU, agent-major, features
+    in (channel, row, col) order: ``[N, M, C*13*13]``."""
+    M, N = obs.shape[:2]
+    x = obs.permute(0, 1, 4, 2, 3).reshape(M, N * 3, 15, 15).to(model.conv_weight.dtype) / 255.0
+    y = F.relu(F.conv2d(x, model.conv_weight, model.conv_bias, groups=N))
+    return y.reshape(M, N, -1).transpose(0, 1)
+
+
+def pixel_major(features, channels=6):
+    """(channel, pixel) -> (pixel, channel) feature order, the conv kernel's: ``[N, M, C*P]``."""
+    N, M, _ = features.shape
+    return features.view(N, M, channels, -1).transpose(2, 3).reshape(N, M, -1)
+
+
+def reference_features(model, obs):
+    """conv -> FC -> FC as plain ops, fc1's weight rows in (channel, pixel) order."""
+    x = torch.tanh(torch.baddbmm(model.fc1.bias, reference_conv(model, obs), model.fc1.weight))
+    return torch.tanh(torch.baddbmm(model.fc2.bias, x, model.fc2.weight))
+
+
+def reference_cell(lstm, gates_x, h, c):
+    gates = torch.baddbmm(gates_x, h, lstm.weight_hh)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def reference_lstm(lstm, gates_x, state, episode_start):
+    """The LSTM unrolled step by step with plain ops (torch.tanh), under autograd."""
+    h, c = state
+    hs = []
+    for t in range(gates_x.shape[1]):
+        h, c = reset_state((h, c), episode_start[t])
+        h, c = reference_cell(lstm, gates_x[:, t], h, c)
+        hs.append(h)
+    return torch.stack(hs, dim=1), (h, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tanh_equals_torch_tanh_in_value_and_gradient(dtype):
+    x = (torch.linspace(-12, 12, 2001, dtype=dtype) ** 3 / 100).requires_grad_()
+    weight = torch.randn(x.shape, dtype=dtype)
+    new, old = tanh(x), torch.tanh(x)
+    torch.testing.assert_close(new, old, rtol=0, atol=3e-7)
+    torch.testing.assert_close(grads((new * weight).sum(), [x])[0], grads((old * weight).sum(), [x])[0],
+                               rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(tanh_(x.detach().clone()), old, rtol=0, atol=3e-7)
+        out = torch.empty_like(x)
+        assert tanh(x, out=out) is out
+        torch.testing.assert_close(out, old, rtol=0, atol=3e-7)
+
+
+def grads(loss, tensors):
+    return torch.autograd.grad(loss, tensors)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 7, 64])
+def test_conv_and_fc_equal_the_plain_ops_in_output_and_gradient(M, device):
+    torch.manual_seed(M)
+    model = AgentNetworks(5, 9).to(device)
+    obs = torch.randint(0, 256, (M, 5, 15, 15, 3), dtype=torch.uint8, device=device)
+    torch.testing.assert_close(model.conv(obs), pixel_major(reference_conv(model, obs)), **TOL)
+    torch.testing.assert_close(model.features(obs), reference_features(model, obs), **TOL)
+    model.double()
+    weight = torch.randn(5, M, 32, dtype=torch.float64, device=device)  # weighs each output differently
+    new, old = model.features(obs), reference_features(model, obs)
+    torch.testing.assert_close(new, old, **TOL)
+    params = [model.conv_weight, model.conv_bias, model.fc1.weight, model.fc1.bias]
+    for g_new, g_old in zip(grads((new * weight).sum(), params), grads((old * weight).sum(), params), strict=True):
+        torch.testing.assert_close(g_new, g_old, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("T,B", [(1, 3), (8, 5), (32, 4)])
+def test_lstm_sequence_equals_the_step_by_step_cell(T, B, device):
+    torch.manual_seed(T * 10 + B)
+    N, H = 3, 16
+    lstm = BatchedLSTM(N, 6, H).double().to(device)
+    f64 = {"dtype": torch.float64, "device": device}
+    gates_x = torch.randn(N, T, B, 4 * H, **f64, requires_grad=True)
+    h0, c0 = (torch.randn(N, B, H, **f64, requires_grad=True) for _ in range(2))
+    starts = torch.rand(T, B, device=device) < 0.2
+    starts[0, 0] = True
+    out_w, h_w, c_w = torch.randn(N, T, B, H, **f64), torch.randn(N, B, H, **f64), torch.randn(N, B, H, **f64)
+    results = []
+    for run in (run_lstm, reference_lstm):
+        hidden, (h, c) = run(lstm, gates_x, (h0, c0), starts)
+        loss = (hidden * out_w).sum() + (h * h_w).sum() + (c * c_w).sum()
+        results.append((hidden, h, c, *grads(loss, [gates_x, h0, c0, lstm.weight_hh])))
+    for new, old in zip(*results, strict=True):
+        torch.testing.assert_close(new, old, **TOL)
+
+
+def test_cell_equals_the_plain_cell():
+    torch.manual_seed(1)
+    lstm = BatchedLSTM(3, 6, 16)
+    gates_x, h, c = torch.randn(3, 5, 64), torch.randn(3, 5, 16), torch.randn(3, 5, 16)
+    for new, old in zip(lstm.cell(gates_x, h, c), reference_cell(lstm, gates_x, h, c), strict=True):
+        torch.testing.assert_close(new, old, **TOL)
+
+
+def test_network_sequence_equals_its_steps():
+    """The sequence path (kernels) and the step path (the cell) give the same logits and values."""
+    torch.manual_seed(0)
+    model = AgentNetworks(4, 9, extra_size=9)
+    T, B = 6, 3
+    obs = torch.randint(0, 256, (T, B, 4, 15, 15, 3), dtype=torch.uint8)
+    extra = torch.randn(T, 4, B, 9)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[3, 1] = True
+    state = model.initial_state(B)
+    logits, values, final = model.sequence(obs, extra, state, starts)
+    for t in range(T):
+        step_logits, step_values, state = model.step(obs[t], extra[t], state, starts[t])
+        torch.testing.assert_close(logits[t], step_logits, **TOL)
+        torch.testing.assert_close(values[t], step_values, **TOL)
+    for x, y in zip(final, state, strict=True):
+        torch.testing.assert_close(x, y, **TOL)

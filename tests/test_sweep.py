@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,6 +220,25 @@ def test_local_sweep_runs_trials_records_a_failure_and_reruns_only_what_is_left(
         fcntl.flock(handle, fcntl.LOCK_EX)
         with pytest.raises(ValueError, match="another sweep is running"):
             run_sweep(sweep_dir, spec)
+
+
+def test_sweep_runs_seed_major_and_a_finished_trial_needs_only_its_metrics(tmp_path):
+    spec = SweepSpec.from_dict({"base": TINY, "models": ["baseline", "visible"], "seeds": 2})
+    sweep_dir = tmp_path / "sweep"
+    records = run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1)
+    by_start = [r["id"] for r in sorted(records, key=lambda r: r["started"])]
+    # every model at seed 0 before any at seed 1: a sweep stopped part-way compares equal seeds
+    assert by_start == ["harvest-baseline-s0", "harvest-visible-s0", "harvest-baseline-s1", "harvest-visible-s1"]
+
+    # a study committed without checkpoints stays finished; a removed run directory runs again
+    first, second = (sweep_dir / r["run_dir"] for r in records[:2])
+    (first / "checkpoint.pt").unlink()
+    metrics = (first / "metrics.csv").read_text()
+    shutil.rmtree(second)
+    records = run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1)
+    assert [r["attempts"] for r in records] == [1, 2, 1, 1]  # expansion order: baseline s0, s1, visible s0, s1
+    assert not (first / "checkpoint.pt").exists() and (first / "metrics.csv").read_text() == metrics
+    assert saved_checkpoint(second)["env_steps"] == 32
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):

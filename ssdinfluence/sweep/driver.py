@@ -38,9 +38,13 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
         for r in records:
             if r["status"] == "running":  # a driver that died without recording the end
                 r["status"] = "interrupted"
-            if r["status"] == "finished" and not (root / r["run_dir"] / "checkpoint.pt").exists():
+            if r["status"] == "finished" and not (root / r["run_dir"] / "metrics.csv").exists():
                 r["status"] = "pending"  # its run directory was removed: run it again
-        todo = [t for t in trials if by_id[t.id]["status"] != "finished"]
+        # A finished trial needs only its metrics (a study committed without its checkpoints goes
+        # on in a fresh clone). Seed-major order: a sweep stopped part-way has run every grid
+        # point at the same seeds, so its partial comparison is at equal budget.
+        todo = sorted((t for t in trials if by_id[t.id]["status"] != "finished"),
+                      key=lambda t: spec.seeds.index(t.seed))
         if not (root / "sweep.json").exists():
             write_json(root / "sweep.json", spec.to_dict())
         manifest = Manifest(root, records)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .envs import ENV_NAMES, make
 from .influence import DIVERGENCES
 from .rewards import REWARD_TRANSFORMS
+from .rundir import atomic_write
 
 MODELS = ("baseline", "visible", "influence", "moa", "moa-baseline", "comm", "comm-baseline")
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
+# What may change when a run is resumed (anything else would change the training itself).
+RESUMABLE = frozenset({"steps", "device", "threads"})
 
 
 @dataclass
@@ -124,7 +129,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write ``config.json`` atomically (a kill leaves the old file or the new one)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 # The paper's best hyperparameters (supplement; see shared/spec/INFLUENCE.md, Table "Best
@@ -188,6 +194,9 @@ def load_toml(path: str | Path) -> dict:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"config file {path} has unknown keys {unknown}; known: {sorted(FIELDS)}")
+    if not isinstance(values.get("env_kwargs", {}), dict):
+        raise ValueError(f"config file {path}: env_kwargs must be a table ([env_kwargs]), "
+                         f"got {values['env_kwargs']!r}")
     return values
 
 
@@ -217,10 +226,42 @@ def build_config(values: dict) -> Config:
     return config
 
 
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (TOML's and JSON's safe integers; torch takes seed + 1)
+# Bytes per agent-step the rollout buffers hold ([T, B, N]: the uint8 views, actions, previous
+# actions, log-probabilities, values, rewards, visibility), times 2 for the update's sequence copy.
+_VIEW_BYTES = 15 * 15 * 3
+
+
+def rollout_bytes(c: Config) -> int:
+    """Memory the rollout and its update need (a lower bound: the model's activations come on
+    top), from the batch shape alone."""
+    T, B, N = c.rollout_length, c.num_envs, c.agents
+    per_agent_step = _VIEW_BYTES + 8 + 8 + 4 * 3 + N
+    return 2 * T * B * N * per_agent_step + 2 * B * N * _VIEW_BYTES  # plus the env's own views
+
+
+def _memory_limit(device: str) -> tuple[int, str] | None:
+    """(bytes, what) of the memory the rollout would live in, or None if unknown."""
+    if device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory, "GPU memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "memory"
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
 def validate(c: Config) -> None:
     def need(ok, message):
         if not ok:
             raise ValueError(message)
+
+    for f in dataclasses.fields(c):  # every float finite (nan and inf pass comparisons like >= 0)
+        value = getattr(c, f.name)
+        if isinstance(value, float):
+            need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
 
     need(c.env in ENV_NAMES, f"unknown env {c.env!r}; available: {', '.join(ENV_NAMES)}")
     need(c.model in MODELS, f"unknown model {c.model!r}; available: {', '.join(MODELS)}")
@@ -235,8 +276,15 @@ def validate(c: Config) -> None:
     need(c.algo != "ppo" or sequences % c.ppo_minibatches == 0,
          f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "
          f"(num_envs x rollout_length / bptt_length)")
-    need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
+    need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
     need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
+    for name in ("entropy_coef", "value_coef", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
+                 "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    need(c.max_grad_norm > 0 and c.ppo_clip > 0,
+         f"max_grad_norm and ppo_clip must be > 0, got {c.max_grad_norm} and {c.ppo_clip}")
+    for name in ("lr_anneal_steps", "influence_ramp_steps"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
     need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
     need(c.divergence in DIVERGENCES, f"unknown divergence {c.divergence!r}; choose from {', '.join(DIVERGENCES)}")
@@ -252,6 +300,17 @@ def validate(c: Config) -> None:
     need(c.reward_transform in REWARD_TRANSFORMS,
          f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError
+    if c.device == "cuda":
+        import torch
+
+        need(torch.cuda.is_available(), "device 'cuda' was asked for but CUDA is not available (use auto or cpu)")
+    limit = _memory_limit(c.device)
+    if limit is not None:
+        needed, (available, what) = rollout_bytes(c), limit
+        need(needed < 0.8 * available,
+             f"num_envs x rollout_length x agents = {c.num_envs} x {c.rollout_length} x {c.agents} needs at least "
+             f"{needed / 2**30:.1f} GiB for the rollout, more than this machine's {available / 2**30:.1f} GiB of "
+             f"{what}: lower num_envs or rollout_length")
     try:
         logged = c.logged_envs
     except ValueError:

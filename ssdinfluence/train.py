@@ -13,7 +13,6 @@ start, ``[T // L, N, B, H]``.
 
 from __future__ import annotations
 
-import csv
 import math
 import signal
 import time
@@ -25,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, rundir
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config
 from .envs import make
@@ -33,6 +32,7 @@ from .influence import influence_weight
 from .metrics import EpisodeTracker
 from .policies import make_policies
 from .rewards import make_reward_transform
+from .rundir import RunFiles
 
 SOCIAL = ("efficiency", "equality", "sustainability", "peace")
 INFLUENCE_MODELS = ("influence", "moa", "moa-baseline", "comm", "comm-baseline")
@@ -46,27 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but CUDA is not available (use --device auto or cpu)")
     return torch.device(name)
-
-
-@dataclass
-class RunFiles:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
-
-    @property
-    def trajectories(self) -> Path:
-        return self.root / "trajectories.h5"
 
 
 @contextmanager
@@ -112,10 +91,19 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
     ``on_update(row)`` is called after every update with the metrics row (a dict). A first
     SIGINT/SIGTERM stops after the current update with a checkpoint written.
+
+    Raises :class:`~ssdinfluence.rundir.RunDirError` if another process trains in
+    ``config.out``; on resume, :class:`~ssdinfluence.checkpoint.CheckpointError`,
+    ``RunDirError`` or :class:`~ssdinfluence.trajectories.TrajectoryFileError` naming a damaged
+    or foreign file, before any file is changed; :class:`~ssdinfluence.rundir.DiskFullError`
+    when the disk fills up (the last checkpoint stays).
     """
-    files = RunFiles(Path(config.out))
-    files.root.mkdir(parents=True, exist_ok=True)
-    config.save(files.config)
+    with rundir.locked(config.out) as files:
+        return _train(config, files, resume, on_update, max_updates)
+
+
+def _train(config: Config, files: RunFiles, resume: bool, on_update, max_updates) -> TrainResult:
+    rundir.remove_temp_files(files)
 
     # --- devices, threads and random streams ---------------------------------------------
     device = resolve_device(config.device)
@@ -154,22 +142,31 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
     state_bufs = [torch.zeros((T // L,) + tuple(x.shape), device=device) for x in lstm_state]
     episode_start = np.ones(B, dtype=bool)
     update, env_steps = 0, 0
-    if resume:
-        saved = checkpoint.load(files.checkpoint, map_location=device)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        sampler.set_state(saved["sampler"].to(sampler.device) if device.type == "cpu" else saved["sampler"].cpu())
-        env.set_state(checkpoint.from_storable(saved["env_state"]))
-        obs, info = env.observe()
-        lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
-        episode_start = saved["episode_start"].numpy().copy()
-        tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
-        reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
-        update, env_steps = int(saved["update"]), int(saved["env_steps"])
+    columns = metric_columns(N, config.model)
+    if resume:  # every file is checked before any is changed
+        saved = checkpoint.load_for_resume(files.checkpoint, config, map_location=device)
+        metrics_kept = rundir.metrics_until(files.metrics, columns, saved["update"])
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            sampler.set_state(saved["sampler"].to(sampler.device) if device.type == "cpu" else saved["sampler"].cpu())
+            env.set_state(checkpoint.from_storable(saved["env_state"]))
+            obs, info = env.observe()
+            lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
+            episode_start = saved["episode_start"].numpy().copy()
+            tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
+            reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
+            if recorder:
+                recorder.load_state_dict(saved["recorder"])
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise checkpoint.CheckpointError(
+                f"{files.checkpoint}: does not fit this run ({type(error).__name__}: {error})") from error
+        update, env_steps = saved["update"], saved["env_steps"]
         if recorder:
-            recorder.resume(saved["recorder"], update)
-        _truncate_metrics(files.metrics, update)
-    metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, config.model), append=resume)
+            recorder.resume(update)
+        rundir.atomic_write(files.metrics, metrics_kept)
+    config.save(files.config)
+    metrics = rundir.MetricsLog(files.metrics, columns, append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
@@ -273,8 +270,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                                    finished, losses, timers, N)
                 if policy.influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
-                metrics_writer.writerow(row)
-                metrics_file.flush()
+                metrics.write(row)
                 last_update = update >= total_updates or stop["stop"] or update == max_updates
                 if update % config.checkpoint_every == 0 or last_update:
                     _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start,
@@ -283,7 +279,7 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                     on_update(row)
             stopped_early = update < total_updates
     finally:
-        metrics_file.close()
+        metrics.close()
         if recorder:
             recorder.close()
     return TrainResult(files.root, update, env_steps, stopped_early, row)
@@ -410,29 +406,6 @@ def _influence_columns(per_agent, pairs, beta) -> dict:
     row.update({f"influence_agent_{k}": float(per_agent[k]) for k in range(N)})
     row.update({f"influence_{k}_on_{j}": float(pairs[k, j]) for k in range(N) for j in range(N) if j != k})
     return row
-
-
-def _open_metrics(path: Path, columns: list[str], append: bool):
-    exists = append and path.exists() and path.stat().st_size > 0
-    handle = open(path, "a" if exists else "w", newline="")
-    writer = csv.DictWriter(handle, fieldnames=columns)
-    if not exists:
-        writer.writeheader()
-    return handle, writer
-
-
-def _truncate_metrics(path: Path, update: int) -> None:
-    """Drop rows written after the checkpoint being resumed (a killed run may have some)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    header, body = rows[0], rows[1:]
-    kept = [r for r in body if r and int(r[0]) <= update]
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *kept])
 
 
 def _save_checkpoint(files, config, model, optimizer, sampler, env, lstm_state, episode_start, tracker,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import click
 import numpy as np
 
 from .. import __version__
-from ..config import ALGOS, DEVICES, MODELS, PRESETS
+from ..config import ALGOS, DEVICES, MODELS, PRESETS, RESUMABLE
 from ..envs import ENV_NAMES, make
+from .errors import DiskFull, FileProblem
 
 
 class StepCount(click.ParamType):
@@ -26,7 +28,7 @@ class StepCount(click.ParamType):
             number = float(str(value).replace("_", ""))
         except ValueError:
             self.fail(f"{value!r} is not a number of steps (e.g. 5000000 or 5e6)", param, ctx)
-        if number < 1 or number != int(number):
+        if not math.isfinite(number) or number < 1 or number != int(number):
             self.fail(f"{value!r} must be a positive whole number of steps", param, ctx)
         return int(number)
 
@@ -44,8 +46,6 @@ RUN_OPTIONS = {
     "influence_clip": "influence_clip", "influence_ramp_steps": "influence_ramp_steps",
     "influence_schedule": "influence_schedule", "vocabulary": "vocabulary", "moa_loss_weight": "moa_loss_weight",
 }
-# What may change when a run is resumed (anything else would change the training itself).
-RESUMABLE = {"steps", "device", "threads"}
 
 
 @click.command()
@@ -96,7 +96,7 @@ RESUMABLE = {"steps", "device", "threads"}
 def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
     """Train independent agents with live progress; Ctrl-C stops cleanly and prints how to resume."""
     from ..config import build_config, load_toml, preset_values
-    from ..train import RunFiles
+    from ..rundir import RunFiles
 
     given = {name for name in flags if ctx.get_parameter_source(name).name == "COMMANDLINE"}
     values = {RUN_OPTIONS[name]: flags[name] for name in given}
@@ -111,8 +111,13 @@ def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
             fixed = sorted(set(values) - RESUMABLE) + (["preset"] if preset else []) + (["config"] if config_file else [])
             if fixed:
                 raise click.UsageError(f"cannot change {', '.join(fixed)} when resuming (only steps, device, threads)")
-            saved = json.loads(files.config.read_text())
-            config = build_config({**saved, **values, "out": str(files.root)})
+            saved = _read_saved_config(files.config)
+            try:
+                config = build_config({**saved, **values, "out": str(files.root)})
+            except ValueError as error:
+                if set(values) & RESUMABLE:
+                    raise  # the new value is at fault, not the file
+                raise FileProblem(f"{files.config}: not a usable run configuration ({error})") from error
         else:
             # precedence: defaults < preset < config file < command-line flags
             from_file = load_toml(config_file) if config_file else {}
@@ -132,13 +137,27 @@ def run(ctx, config_file, preset, resume_dir, horizon, quiet, **flags):
     _train_with_display(config, resume=bool(resume_dir), quiet=quiet)
 
 
+def _read_saved_config(path: Path) -> dict:
+    """A run's config.json as a dict; FileProblem naming it if it is unreadable or damaged."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FileProblem(f"{path}: cannot read the run's configuration ({error})") from error
+    if not isinstance(saved, dict):
+        raise FileProblem(f"{path}: not a run configuration (a JSON {type(saved).__name__}, not an object)")
+    return saved
+
+
 def _train_with_display(config, resume: bool, quiet: bool):
     from rich.console import Console, Group
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from ..checkpoint import CheckpointError
+    from ..rundir import DiskFullError, RunDirError, RunFiles
     from ..train import train
+    from ..trajectories import TrajectoryFileError
 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
@@ -179,7 +198,15 @@ def _train_with_display(config, resume: bool, quiet: bool):
     with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
         if quiet:
             live.stop()
-        result = train(config, resume=resume, on_update=on_update)
+        try:
+            result = train(config, resume=resume, on_update=on_update)
+        except (CheckpointError, RunDirError, TrajectoryFileError) as error:
+            raise FileProblem(str(error)) from error
+        except DiskFullError as error:
+            kept = RunFiles(Path(config.out)).checkpoint.exists()
+            raise DiskFull(f"{error}; " + (f"the last checkpoint is kept: free some space, then ssdinfluence run "
+                                           f"--resume {config.out}" if kept else "no checkpoint was written yet")
+                           ) from error
     console.print(f"{result.updates} updates, {result.env_steps:,} env steps; run directory {result.run_dir}")
     if result.stopped_early:
         console.print(f"[yellow]stopped early[/]: checkpoint saved. Resume with:\n"
@@ -194,19 +221,28 @@ def _train_with_display(config, resume: bool, quiet: bool):
 @click.option("--greedy", is_flag=True, help="Take the most likely action instead of sampling.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="Write the episodes to this HDF5 file.")
-def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, record):
+@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
+def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, record, overwrite):
     """Play EPISODES episodes with a checkpoint's policies and print the measures."""
     from rich.console import Console
     from rich.table import Table
 
     from ..checkpoint import CheckpointError
     from ..evaluate import evaluate
+    from ..rundir import DiskFullError
+    from ..trajectories import TrajectoryFileError
 
+    if record and Path(record).exists() and not overwrite:
+        raise click.BadParameter(f"{record} already exists; pass --overwrite to replace it", param_hint="--record")
     try:
         result = evaluate(checkpoint_path, episodes=episodes, num_envs=num_envs, seed=seed, greedy=greedy,
-                          device=device, record=record)
+                          device=device, record=record, overwrite=overwrite)
     except CheckpointError as error:
         raise click.BadParameter(str(error), param_hint="CHECKPOINT") from error
+    except TrajectoryFileError as error:
+        raise FileProblem(str(error)) from error
+    except DiskFullError as error:
+        raise DiskFull(str(error)) from error
     config = result["config"]
     table = Table(title=f"{config.env}, model {config.model}: {episodes} episodes ({'greedy' if greedy else 'sampled'})")
     table.add_column("measure")

@@ -140,11 +140,25 @@ def _read_metrics(path: Path) -> dict:
     if len(rows) < 2:
         raise RunError(f"{path}: no metrics yet (the run has not finished an update)")
     header, body = rows[0], rows[1:]
+    lines = [number for number, row in enumerate(body, start=2) if len(row) == len(header)]
     body = [row for row in body if len(row) == len(header)]  # a row cut short by a kill
-    columns = {}
-    for i, name in enumerate(header):
-        columns[name] = np.array([float(row[i]) if row[i] not in ("", "nan") else np.nan for row in body])
-    return columns
+    if not body:
+        raise RunError(f"{path}: no complete row ({len(rows) - 1} row(s), all shorter or longer than its "
+                       f"{len(header)}-column header)")
+    try:
+        values = np.array([[float(cell) if cell not in ("", "nan") else np.nan for cell in row] for row in body])
+    except ValueError as error:
+        bad = next(n for n, row in zip(lines, body, strict=True) if not _numeric(row))
+        raise RunError(f"{path}: line {bad} is damaged ({error})") from error
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(cell) for cell in row if cell]
+    except ValueError:
+        return False
+    return True
 
 
 def load_run(path) -> Run:
@@ -161,12 +175,16 @@ def load_run(path) -> Run:
         raise RunError(f"{root}: not a run directory ({Path(error.filename).name} is missing)") from error
     except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{root}: unreadable run files ({error})") from error
+    if not isinstance(config, dict):
+        raise RunError(f"{root / 'config.json'}: not a run configuration (a JSON {type(config).__name__})")
     for name in ("env", "model", "seed"):
         if name not in config:
             raise RunError(f"{root / 'config.json'}: no {name!r} field, not a config written by the trainer")
-    for name in ("env_steps", "collective_return"):
+    agents = config["agents"] if isinstance(config.get("agents"), int) else 0
+    for name in ("env_steps", "collective_return", *(f"return_agent_{k}" for k in range(agents))):
         if name not in metrics:
-            raise RunError(f"{root / 'metrics.csv'}: no {name!r} column, not metrics written by the trainer")
+            raise RunError(f"{root / 'metrics.csv'}: no {name!r} column; not the metrics of the run in "
+                           f"{root / 'config.json'} ({agents} agents)")
     return Run(root, config, metrics)
 
 

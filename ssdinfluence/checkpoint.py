@@ -7,11 +7,14 @@ accepts the file.
 
 from __future__ import annotations
 
-import os
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .rundir import atomic_write
 
 FORMAT = "ssdinfluence-checkpoint"
 FORMAT_VERSION = 1
@@ -48,14 +51,17 @@ def from_storable(obj):
 
 
 def save(path: Path, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (a temporary file renamed over the old one)."""
+    """Write ``payload`` to ``path`` atomically (a temporary file renamed over the old one).
+
+    It is serialised in memory first, so the file is written by Python's own I/O: a full
+    disk then raises :class:`~ssdinfluence.rundir.DiskFullError` naming the file (torch's
+    writer reports only "unexpected pos"), and the old checkpoint stays.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, tmp)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 def load(path: Path, map_location="cpu") -> dict:
@@ -67,8 +73,46 @@ def load(path: Path, map_location="cpu") -> dict:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises many kinds for a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from error
+    except Exception as error:  # torch raises many kinds for a bad file, with long explanations
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged, truncated or not a checkpoint "
+                              f"({type(error).__name__}: {first})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an ssdinfluence checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format_version {payload.get('format_version')!r} "
+                              f"(this ssdinfluence reads {FORMAT_VERSION})")
+    return payload
+
+
+# What a checkpoint needs for training to continue from it (see train.TrainState.save).
+RESUME_KEYS = ("config", "update", "env_steps", "model", "optimizer", "sampler", "env_state", "lstm_state",
+               "episode_start", "tracker", "reward_transform", "recorder")
+
+
+def load_for_resume(path: Path, config, map_location="cpu") -> dict:
+    """Load the checkpoint a run resumes from, checked against the run's ``config``.
+
+    :class:`CheckpointError` naming the file if it is unreadable, lacks a part training needs,
+    or was written by a different run (a field that a resume may not change differs).
+    """
+    from .config import RESUMABLE
+
+    path = Path(path)
+    payload = load(path, map_location)
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete checkpoint, it lacks {missing}")
+    update, env_steps = payload["update"], payload["env_steps"]
+    if not (isinstance(update, int) and isinstance(env_steps, int) and update >= 1 and env_steps >= 1):
+        raise CheckpointError(f"{path}: damaged checkpoint (update {update!r}, env_steps {env_steps!r})")
+    saved = payload["config"]
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint (its config is a {type(saved).__name__})")
+    ours = json.loads(json.dumps(config.to_dict()))  # as config.json holds it (tuples as lists)
+    saved = json.loads(json.dumps(saved, default=repr))
+    differ = sorted(key for key in set(ours) - RESUMABLE - {"out"} if saved.get(key) != ours[key])
+    if differ:
+        shown = ", ".join(f"{key} {saved.get(key)!r} there, {ours[key]!r} in config.json" for key in differ[:4])
+        raise CheckpointError(f"{path}: written by a different run ({shown})")
     return payload

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, MODELS, REWARD_TRANSFORMS
+from .rundir import atomic_write
 
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
+# What may change when a run is resumed (anything else would change the training itself).
+RESUMABLE = frozenset({"steps", "device", "threads"})
 
 
 @dataclass
@@ -121,7 +126,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        """Write ``config.json`` atomically (a kill leaves the old file or the new one)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 # The paper's best hyperparameters (supplement; see shared/spec/INFLUENCE.md, Table "Best
@@ -185,6 +191,9 @@ def load_toml(path: str | Path) -> dict:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"config file {path} has unknown keys {unknown}; known: {sorted(FIELDS)}")
+    if not isinstance(values.get("env_kwargs", {}), dict):
+        raise ValueError(f"config file {path}: env_kwargs must be a table ([env_kwargs]), "
+                         f"got {values['env_kwargs']!r}")
     return values
 
 
@@ -214,10 +223,45 @@ def build_config(values: dict) -> Config:
     return config
 
 
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (TOML's and JSON's safe integers; torch takes seed + 1)
+# Bytes per agent-step the rollout buffers hold ([T, B, N]: the uint8 views, actions, previous
+# actions, log-probabilities, values, rewards, visibility), times 2 for the update's sequence copy.
+_VIEW_BYTES = 15 * 15 * 3
+
+
+def rollout_bytes(c: Config) -> int:
+    """Memory the rollout and its update need (a lower bound: the model's activations come on
+    top), from the batch shape alone."""
+    T, B, N = c.rollout_length, c.num_envs, c.agents
+    per_agent_step = _VIEW_BYTES + 8 + 8 + 4 * 3 + N
+    return 2 * T * B * N * per_agent_step + 2 * B * N * _VIEW_BYTES  # plus the env's own views
+
+
+def check_memory(c: Config, available: int, what: str) -> None:
+    """ValueError unless the rollout of ``c`` fits in 80% of ``available`` bytes of ``what``."""
+    needed = rollout_bytes(c)
+    if needed >= 0.8 * available:
+        raise ValueError(f"num_envs x rollout_length x agents = {c.num_envs} x {c.rollout_length} x {c.agents} "
+                         f"needs at least {needed / 2**30:.1f} GiB for the rollout, more than this machine's "
+                         f"{available / 2**30:.1f} GiB of {what}: lower num_envs or rollout_length")
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
 def validate(c: Config) -> None:
     def need(ok, message):
         if not ok:
             raise ValueError(message)
+
+    for f in dataclasses.fields(c):  # every float finite (nan and inf pass comparisons like >= 0)
+        value = getattr(c, f.name)
+        if isinstance(value, float):
+            need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
 
     need(c.env in ENV_NAMES, f"unknown env {c.env!r}; available: {', '.join(ENV_NAMES)}")
     need(c.model in MODELS, f"unknown model {c.model!r}; available: {', '.join(MODELS)}")
@@ -232,8 +276,15 @@ def validate(c: Config) -> None:
     need(c.algo != "ppo" or sequences % c.ppo_minibatches == 0,
          f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "
          f"(num_envs x rollout_length / bptt_length)")
-    need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
+    need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
     need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
+    for name in ("entropy_coef", "value_coef", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
+                 "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
+    need(c.max_grad_norm > 0 and c.ppo_clip > 0,
+         f"max_grad_norm and ppo_clip must be > 0, got {c.max_grad_norm} and {c.ppo_clip}")
+    for name in ("lr_anneal_steps", "influence_ramp_steps"):
+        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
     need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
     need(c.divergence in DIVERGENCES, f"unknown divergence {c.divergence!r}; choose from {', '.join(DIVERGENCES)}")
@@ -251,6 +302,12 @@ def validate(c: Config) -> None:
     from .envs import make  # here, not at the top: the command line reads Config without loading the kernels
 
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError
+    # The host's memory only: CUDA and the GPU's memory are checked by train.training_device on
+    # the machine that trains (config stays torch-free, and a sweep driver validates trials
+    # that may train elsewhere).
+    memory = _host_memory()
+    if memory is not None:
+        check_memory(c, memory, "memory")
     try:
         logged = c.logged_envs
     except ValueError:

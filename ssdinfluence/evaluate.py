@@ -17,24 +17,35 @@ from .runtime import resolve_device
 
 
 def load_policy(path, device="auto"):
-    """(config, policies) from a checkpoint file or run directory."""
+    """(config, policies) from a checkpoint file or run directory.
+
+    Raises :class:`~ssdinfluence.checkpoint.CheckpointError` naming the file if it is not a
+    usable checkpoint (unreadable, foreign, or its weights do not fit its config).
+    """
     device = resolve_device(device)
-    saved = checkpoint.load(Path(path), map_location=device)
-    config = build_config(saved["config"])
-    num_actions = make(config.env, num_agents=config.agents, **config.env_kwargs).num_actions
-    policy = make_policies(config, num_actions, device)
-    policy.networks.load_state_dict(saved["model"])
+    path = Path(path)
+    saved = checkpoint.load(path, map_location=device)
+    try:
+        config = build_config(saved["config"])
+        num_actions = make(config.env, num_agents=config.agents, **config.env_kwargs).num_actions
+        policy = make_policies(config, num_actions, device)
+        policy.networks.load_state_dict(saved["model"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise checkpoint.CheckpointError(f"{path}: not a usable checkpoint ({type(error).__name__}: {error})") from error
     policy.networks.eval()
     return config, policy
 
 
 def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 12345, greedy: bool = False,
-             device: str = "auto", record: str | None = None) -> dict:
+             device: str = "auto", record: str | None = None, overwrite: bool = False) -> dict:
     """Play ``episodes`` episodes (in batches of ``num_envs`` envs) and return per-episode results.
 
     Returns a dict of arrays over the E episodes: ``returns [E, N]``, ``collective_return [E]``
-    and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file.
+    and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file,
+    which must not exist unless ``overwrite`` (else ``ValueError``).
     """
+    if record and Path(record).exists() and not overwrite:
+        raise ValueError(f"{record} already exists; pass overwrite=True to replace it")
     config, policy = load_policy(path, device)
     device = next(policy.networks.parameters()).device
     num_envs = num_envs or min(episodes, 16)

@@ -37,7 +37,6 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 from . import registration
 from .envs import make
-from .envs.tiles import STAY
 
 
 class SSDParallelEnv(ParallelEnv):
@@ -60,7 +59,6 @@ class SSDParallelEnv(ParallelEnv):
         self.possible_agents = [f"agent_{k}" for k in range(num_agents)]
         self.agents = []
         self.max_cycles = self._env.horizon
-        self._stay = np.full((1, num_agents), STAY, np.int64)
         self._actions = np.empty((1, num_agents), np.int64)
         # One space object per agent, returned every time (PettingZoo's seeding relies on it).
         self.observation_spaces = {a: spaces.Box(0, 255, self._env.observation_shape, np.uint8)
@@ -79,16 +77,30 @@ class SSDParallelEnv(ParallelEnv):
         return self._per_agent(obs[0]), self._infos(info)
 
     def step(self, actions):
-        """Agents missing from ``actions`` stay. Unknown agent names raise ``ValueError``."""
+        """``actions``: every live agent's action, an integer in ``[0, num_actions)``.
+
+        A missing or unknown agent, or an action that is not such an integer (``"1"``, ``1.0``),
+        raises ``ValueError`` before the env moves.
+        """
         if not self.agents:
             raise RuntimeError("the episode is over: call reset()")
+        if not hasattr(actions, "keys"):
+            raise ValueError(f"actions must be a dict agent -> action, got {type(actions).__name__}")
         unknown = set(actions) - set(self.agents)
         if unknown:
-            raise ValueError(f"actions for unknown or finished agents: {sorted(unknown)}")
-        self._actions[:] = self._stay
+            raise ValueError(f"actions for unknown or finished agents: {sorted(unknown, key=str)}")
+        missing = [agent for agent in self.agents if agent not in actions]
+        if missing:
+            raise ValueError(f"no action for agent(s) {missing}: every live agent must act")
         for k, agent in enumerate(self.possible_agents):
-            if agent in actions:
-                self._actions[0, k] = int(actions[agent])
+            action = actions[agent]
+            if isinstance(action, np.ndarray) and action.shape == ():
+                action = action[()]
+            if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
+                    or not 0 <= action < self._env.num_actions:
+                raise ValueError(f"action of {agent} must be an integer in 0..{self._env.num_actions - 1}, "
+                                 f"got {action!r}")
+            self._actions[0, k] = action
         obs, rewards, terminated, truncated, info = self._env.step(self._actions)
         done = bool(truncated[0])
         views = info["final_obs"][0] if done else obs[0]

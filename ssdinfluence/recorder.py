@@ -111,17 +111,33 @@ class TrajectoryRecorder:
         return {"episode_count": torch.from_numpy(self.episode_count.copy()),
                 "recording": torch.from_numpy(self.recording.copy()), "buffers": buffers}
 
-    def resume(self, state: dict, update: int) -> None:
-        """Restore from a checkpoint taken after ``update`` updates; drop episodes logged later."""
-        self.episode_count = state["episode_count"].numpy().copy()
-        self.recording = state["recording"].numpy().copy()
-        for i, saved in enumerate(state["buffers"]):
-            self.buffers[i] = {name: [] for name in self._fields()}
-            for name, values in saved.items():
-                self.buffers[i][name] = list(values.numpy())
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the counters and episodes in progress of :meth:`state_dict`; ValueError if damaged."""
+        try:
+            episode_count = state["episode_count"].numpy().copy()
+            recording = state["recording"].numpy().copy()
+            buffers = []
+            for saved in state["buffers"]:
+                buffer = {name: [] for name in self._fields()}
+                for name, values in saved.items():
+                    buffer[name] = list(values.numpy())
+                buffers.append(buffer)
+        except (AttributeError, KeyError, TypeError) as error:
+            raise ValueError(f"damaged trajectory recorder state ({error!r})") from error
+        if episode_count.shape != (len(self.envs),) or len(buffers) != len(self.envs):
+            raise ValueError(f"the recorder state is for {len(buffers)} logged envs, this run logs {len(self.envs)}")
+        self.episode_count, self.recording, self.buffers = episode_count, recording.astype(bool), buffers
+
+    def resume(self, update: int) -> None:
+        """Reopen the log of a run resumed from a checkpoint taken after ``update`` updates,
+        dropping the episodes logged later.
+
+        An episode's ``update`` is the number of updates done before the rollout that ended
+        it, so the episodes tagged ``update`` (and later) were logged after the checkpoint.
+        """
         if self.path.exists():
             self._open("a")
-            self.writer.truncate_after_update(update)
+            self.writer.truncate_after_update(update - 1)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,6 +1,7 @@
 """The trainer: N independent agents learning with PPO or A2C on a batch of envs.
 
-Read :func:`train` top to bottom: set up, (resume,) then repeat {collect a rollout, estimate
+Read :func:`_train` top to bottom (:func:`train` checks the device and takes the run
+directory's lock around it): set up, (resume,) then repeat {collect a rollout, estimate
 advantages, update, log, checkpoint} until the step budget is spent or a stop is asked for.
 What a policy can do (influence, messages, extra losses) it says itself (:class:`Policy`);
 what a checkpoint holds is one :class:`TrainState`.
@@ -16,7 +17,6 @@ ended one), ``visible [T, B, N, N] bool``, ``extras``: the policy's per-step ten
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,42 +26,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, threads
+from . import __version__, checkpoint, rundir, threads
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
-from .config import Config
+from .config import Config, check_memory
 from .envs import BatchedEnv, make
 from .envs.tiles import FIRE
 from .influence import influence_beta
 from .metrics import OUTCOME_KEYS, BeamTracker, EpisodeTracker
 from .policies import ActOutput, make_policies, policy_class
 from .rewards import RewardTransform, make_reward_transform
+from .rundir import RunFiles
 from .runtime import resolve_device, stop_on_signals
 
 if TYPE_CHECKING:  # the recorder (and h5py) is imported only when a run logs trajectories
     from .recorder import TrajectoryRecorder
 
 TIMERS = ("env", "forward", "backward", "logging")
-
-
-@dataclass
-class RunFiles:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoint.pt"
-
-    @property
-    def trajectories(self) -> Path:
-        return self.root / "trajectories.h5"
 
 
 @dataclass
@@ -93,6 +73,7 @@ class TrainState:
     env_steps: int = 0
 
     def save(self, path: Path) -> None:
+        """Write the checkpoint atomically: a kill or a full disk (DiskFullError) leaves the last one."""
         checkpoint.save(path, {
             "config": self.config.to_dict(),
             "versions": {"ssdinfluence": __version__, "torch": str(torch.__version__), "numpy": np.__version__},
@@ -109,34 +90,76 @@ class TrainState:
             "recorder": self.recorder.state_dict() if self.recorder else {},
         })
 
-    def restore(self, path: Path, device: torch.device) -> None:
-        saved = checkpoint.load(path, map_location=device)
-        self.networks.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        sampler_state = saved["sampler"]
-        self.sampler.set_state(sampler_state.to(self.sampler.device) if device.type == "cpu" else sampler_state.cpu())
-        self.env.set_state(checkpoint.from_storable(saved["env_state"]))
-        self.lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
-        self.episode_start = saved["episode_start"].numpy().copy()
-        self.tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
-        self.reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
-        self.update, self.env_steps = int(saved["update"]), int(saved["env_steps"])
+    def restore(self, files: RunFiles, columns: list[str], device: torch.device) -> None:
+        """Continue from ``files.checkpoint``, cutting the logs back to it: the metrics rows and
+        logged episodes a killed run wrote after it go, so the files end as an uninterrupted
+        run's would.
+
+        Every file is checked before any is changed: CheckpointError, RunDirError (metrics.csv)
+        or TrajectoryFileError naming a damaged file or one of another run.
+        """
+        saved = checkpoint.load_for_resume(files.checkpoint, self.config, map_location=device)
+        metrics_kept = rundir.metrics_until(files.metrics, columns, saved["update"])
+        try:
+            self.networks.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            sampler_state = saved["sampler"]
+            self.sampler.set_state(sampler_state.to(self.sampler.device) if device.type == "cpu"
+                                   else sampler_state.cpu())
+            self.env.set_state(checkpoint.from_storable(saved["env_state"]))
+            self.lstm_state = tuple(x.to(device) for x in saved["lstm_state"])
+            self.episode_start = saved["episode_start"].numpy().copy()
+            self.tracker.load_state_dict(checkpoint.from_storable(saved["tracker"]))
+            self.reward_transform.load_state_dict(checkpoint.from_storable(saved["reward_transform"]))
+            if self.recorder:
+                self.recorder.load_state_dict(saved["recorder"])
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise checkpoint.CheckpointError(
+                f"{files.checkpoint}: does not fit this run ({type(error).__name__}: {error})") from error
+        self.update, self.env_steps = saved["update"], saved["env_steps"]
         if self.recorder:
-            self.recorder.resume(saved["recorder"], self.update)
+            self.recorder.resume(self.update)  # opens trajectories.h5: a damaged one fails here, first
+        rundir.atomic_write(files.metrics, metrics_kept)
 
 
-def train(config: Config, *, resume: bool = False, on_update=None, max_updates: int | None = None) -> TrainResult:
+def train(config: Config, *, resume: bool = False, on_update=None, max_updates: int | None = None,
+          lock_held: bool = False) -> TrainResult:
     """Train ``config`` in ``config.out`` (resuming from its checkpoint if ``resume``).
 
     ``on_update(row)`` is called after every update with the metrics row (a dict). A first
-    SIGINT/SIGTERM stops after the current update with a checkpoint written.
-    """
-    files = RunFiles(Path(config.out))
-    files.root.mkdir(parents=True, exist_ok=True)
-    config.save(files.config)
+    SIGINT/SIGTERM stops after the current update with a checkpoint written. ``lock_held``:
+    the caller holds ``rundir.locked(config.out)`` already (the CLI and sweep trials take it
+    before their tracker writes into the directory); else train takes it.
 
-    # --- devices, threads and random streams ---------------------------------------------
+    Raises ValueError if the device is not there or the rollout would not fit its memory,
+    before anything is written; :class:`~ssdinfluence.rundir.RunDirError` if another trainer
+    holds ``config.out``; on resume, :class:`~ssdinfluence.checkpoint.CheckpointError`,
+    ``RunDirError`` or :class:`~ssdinfluence.trajectories.TrajectoryFileError` naming a damaged
+    or foreign file, before any file is changed; :class:`~ssdinfluence.rundir.DiskFullError`
+    when the disk fills up (the last checkpoint stays).
+    """
+    device = training_device(config)
+    if lock_held:
+        return _train(config, RunFiles(Path(config.out)), device, resume, on_update, max_updates)
+    with rundir.locked(config.out) as files:
+        return _train(config, files, device, resume, on_update, max_updates)
+
+
+def training_device(config: Config) -> torch.device:
+    """The device ``config`` trains on. ValueError if CUDA is asked for but absent, or the
+    rollout would not fit the GPU's memory; :func:`~ssdinfluence.config.validate` checks the
+    host's, without torch (a sweep driver validates trials that may train elsewhere)."""
     device = resolve_device(config.device)
+    if device.type == "cuda":
+        check_memory(config, torch.cuda.get_device_properties(device).total_memory, "GPU memory")
+    return device
+
+
+def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, on_update,
+           max_updates: int | None) -> TrainResult:
+    rundir.remove_temp_files(files)  # a killed writer's, which may fill the disk
+
+    # --- threads and random streams --------------------------------------------------------
     threads.configure(config.threads)
     torch.manual_seed(config.seed)  # initial weights
     sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
@@ -152,13 +175,14 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                      _make_recorder(config, env, files, policy), policy.initial_state(B, device),
                      episode_start=np.ones(B, dtype=bool))
     obs, info = env.reset()
+    columns = metric_columns(N, config.model)
     if resume:
-        run.restore(files.checkpoint, device)
+        run.restore(files, columns, device)
         obs, info = env.observe()
-        _truncate_metrics(files.metrics, run.update)
+    config.save(files.config)  # after a resume's checks: a refused resume changes nothing
     rollout = Rollout(T, B, N, env.observation_shape, run.lstm_state, config.bptt_length, device)
     beams = BeamTracker(N, FIRE)  # fire and hit rates of each update's rollout
-    metrics_file, metrics_writer = _open_metrics(files.metrics, metric_columns(N, config.model), append=resume)
+    metrics = rundir.MetricsLog(files.metrics, columns, append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
     anneal_steps = config.lr_anneal_steps or config.steps
@@ -237,15 +261,14 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
                 row.update(beams.columns())
                 if policy.computes_influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
-                metrics_writer.writerow(row)
-                metrics_file.flush()
+                metrics.write(row)
                 last_update = run.update >= total_updates or stop["stop"] or run.update == max_updates
                 if run.update % config.checkpoint_every == 0 or last_update:
                     run.save(files.checkpoint)
                 if on_update:
                     on_update(row)
     finally:
-        metrics_file.close()
+        metrics.close()
         if run.recorder:
             run.recorder.close()
     return TrainResult(files.root, run.update, run.env_steps, run.update < total_updates, row)
@@ -451,29 +474,6 @@ def _influence_columns(per_agent, pairs, beta) -> dict:
     row.update({f"influence_agent_{k}": float(per_agent[k]) for k in range(N)})
     row.update({f"influence_{k}_on_{j}": float(pairs[k, j]) for k in range(N) for j in range(N) if j != k})
     return row
-
-
-def _open_metrics(path: Path, columns: list[str], append: bool):
-    exists = append and path.exists() and path.stat().st_size > 0
-    handle = open(path, "a" if exists else "w", newline="")
-    writer = csv.DictWriter(handle, fieldnames=columns)
-    if not exists:
-        writer.writeheader()
-    return handle, writer
-
-
-def _truncate_metrics(path: Path, update: int) -> None:
-    """Drop rows written after the checkpoint being resumed (a killed run may have some)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    header, body = rows[0], rows[1:]
-    kept = [r for r in body if r and int(r[0]) <= update]
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle).writerows([header, *kept])
 
 
 def _make_recorder(config, env, files, policy):

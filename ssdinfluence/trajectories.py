@@ -92,6 +92,7 @@ import numpy as np
 
 from .envs import tiles
 from .envs.base import MAP_FIELDS
+from .rundir import DiskFullError, is_disk_full
 from .runtime import sigint_deferred
 
 try:  # POSIX only; elsewhere the "another process is writing" check is skipped
@@ -108,6 +109,7 @@ _COMPRESSION = "gzip"
 _COMPRESSION_LEVEL = 1  # see the module docstring's measurements
 _CHUNK_BYTES = 64 * 1024
 _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 16, 1024
+_SPACE_MARGIN = 1 << 20  # free bytes kept for HDF5's metadata (flushes, the final close)
 
 # Step datasets: key in the ``steps`` dict / in TrajectoryReader.episode() -> path in the file.
 _BASE_STEP_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations") + MAP_FIELDS
@@ -497,10 +499,7 @@ def _open_for_reading(path: Path) -> h5py.File:
                 raise
             f = h5py.File(path, "r", swmr=True)  # a writer started in between
     except OSError as error:
-        reason = str(error)
-        if "lock" in reason:
-            reason = f"the file is locked by another process (a writer still creating it?): {reason}"
-        raise TrajectoryFileError(path, f"cannot open the HDF5 file: {reason}") from error
+        raise TrajectoryFileError(path, f"cannot open the HDF5 file: {_explain(error)}") from error
     try:
         with _translate_h5(path, "reading the root attributes"):
             fmt = f.attrs.get("format")
@@ -658,14 +657,15 @@ class TrajectoryWriter:
         try:
             f = h5py.File(self.path, "w", libver="latest")
         except OSError as error:
-            raise TrajectoryFileError(self.path, f"cannot create the file: {_explain(error)}") from error
+            raise _cannot(self.path, "create the file", error) from error
         try:
-            for key, value in self._header_attrs().items():
-                f.attrs[key] = value
-            for name, (shape, dtype) in self._step_specs.items():
-                _create_dataset(f, _step_path(name), shape, dtype)
-            for name, (shape, dtype) in self._episode_specs.items():
-                _create_dataset(f, f"episodes/{name}", shape, dtype)
+            with _translate_h5(self.path, "writing the file's header"):
+                for key, value in self._header_attrs().items():
+                    f.attrs[key] = value
+                for name, (shape, dtype) in self._step_specs.items():
+                    _create_dataset(f, _step_path(name), shape, dtype)
+                for name, (shape, dtype) in self._episode_specs.items():
+                    _create_dataset(f, f"episodes/{name}", shape, dtype)
             self._start_swmr(f, num_episodes=0, num_steps=0)
         except BaseException:
             f.close()
@@ -697,7 +697,7 @@ class TrajectoryWriter:
         try:
             f = h5py.File(self.path, "a", libver="latest")
         except OSError as error:
-            raise TrajectoryFileError(self.path, f"cannot open the file for appending: {_explain(error)}") from error
+            raise _cannot(self.path, "open the file for appending", error) from error
         try:
             with _translate_h5(self.path, "dropping an uncommitted episode"):
                 for name in self._step_specs:
@@ -776,6 +776,7 @@ class TrajectoryWriter:
         step_data["truncations"][-1] = True
         episode_data["start"] = np.int64(S)
         episode_data["length"] = np.int64(T)
+        self._check_space(sum(a.nbytes for a in step_data.values()))
         try:
             with sigint_deferred(), _translate_h5(self.path, "appending an episode"):
                 for name, dataset in self._steps.items():
@@ -800,6 +801,17 @@ class TrajectoryWriter:
             raise
         self._num_steps, self._num_episodes = S + T, E + 1
         return E
+
+    def _check_space(self, nbytes: int) -> None:
+        """``DiskFullError`` unless the disk has room for ``nbytes`` more and HDF5's metadata.
+
+        HDF5 cannot recover from a write that fails for want of space: the file's handles can
+        then neither flush nor close (and may crash the process), so stop before one does.
+        """
+        import shutil
+
+        if shutil.disk_usage(self.path.parent).free < nbytes + _SPACE_MARGIN:
+            raise DiskFullError(self.path)
 
     def truncate_after_update(self, update: int) -> int:
         """Drop the episodes logged under a later update than ``update``; returns E left.
@@ -892,10 +904,16 @@ class TrajectoryWriter:
                 self._file.flush()
 
     def close(self) -> None:
-        """Flush and close the file (idempotent); the file is then a clean, ordinary HDF5 file."""
+        """Flush and close the file (idempotent); the file is then a clean, ordinary HDF5 file.
+
+        If the final flush fails (a full disk) the writer is closed all the same and the file
+        keeps every committed episode; the error is raised as ``DiskFullError`` or
+        :class:`TrajectoryFileError`.
+        """
         if self._file is not None:
             try:
-                self._file.close()
+                with _translate_h5(self.path, "closing the file"):
+                    self._file.close()
             finally:
                 self._file = None
                 if self._lock_fd is not None:
@@ -926,6 +944,10 @@ def _create_dataset(f: h5py.File, path: str, shape: tuple, dtype: np.dtype) -> N
 
 def _recover(path: Path) -> None:
     """Replace a file left by a killed SWMR writer with a clean copy (datasets copied verbatim)."""
+    import shutil
+
+    if shutil.disk_usage(path.parent).free < path.stat().st_size:  # fail before HDF5 does, mid-copy
+        raise DiskFullError(path.parent)
     tmp = path.with_name(f".{path.name}.recover-{os.getpid()}.tmp")
     try:
         with _translate_h5(path, "recovering the file of a killed writer"):
@@ -948,12 +970,27 @@ def _translate_h5(path, what: str):
     except TrajectoryFileError:
         raise
     except _H5_ERRORS as error:
+        if is_disk_full(error):
+            raise DiskFullError(path) from error
         raise TrajectoryFileError(path, f"error while {what}: {_explain(error)}") from error
+
+
+def _cannot(path, action: str, error: OSError) -> OSError | TrajectoryFileError:
+    if is_disk_full(error):
+        return DiskFullError(path)
+    return TrajectoryFileError(path, f"cannot {action}: {_explain(error)}")
+
+
+# HDF5's words for a file another process holds ("unable to lock file, errno = 11"); a bare
+# "lock" would also match "sblock" (superblock) in its report of a truncated file.
+_LOCKED_RE = re.compile(r"\block(ed|ing)?\b", re.IGNORECASE)
 
 
 def _explain(error: BaseException) -> str:
     reason = str(error)
-    if "lock" in reason:
+    if "truncated file" in reason:
+        return f"truncated file, its end is missing ({reason})"
+    if _LOCKED_RE.search(reason):
         return f"the file is open in another process ({reason})"
     return reason
 

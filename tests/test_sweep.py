@@ -286,6 +286,27 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
         assert saved_checkpoint(run_dir)["env_steps"] == 4000
 
 
+def test_a_trial_takes_its_run_directory_lock_before_its_tracker_writes_there(tmp_path):
+    """A trial (new or resumed) holds its run directory's lock like any run, apart from the
+    driver's sweep.lock: held by another trainer, the trial fails naming it and its tracker
+    wrote nothing; once free, the trial resumes."""
+    pytest.importorskip("tensorboard")
+    from ssdinfluence.rundir import locked
+    from ssdinfluence.sweep.backends import run_trial
+
+    run_dir = tmp_path / "trial"
+    track = {"kind": "tensorboard", "project": "ssdinfluence"}
+    assert run_trial(str(run_dir), {**TINY, "steps": 16}, threads=1)["status"] == "finished"
+    with locked(run_dir):
+        outcome = run_trial(str(run_dir), TINY, threads=1, track=track)
+    assert outcome["status"] == "failed" and "another process is training in this run directory" in outcome["error"]
+    assert not (run_dir / "tensorboard").exists()
+    outcome = run_trial(str(run_dir), TINY, threads=1, track=track)
+    assert outcome["status"] == "finished" and outcome["env_steps"] == 32
+    assert [int(r["update"]) for r in read_rows(run_dir / "metrics.csv")] == [1, 2, 3, 4]  # resumed at 2
+    assert (run_dir / "tensorboard").is_dir()
+
+
 # --- Ray backend ----------------------------------------------------------------------------
 
 def test_ray_backend_on_a_local_instance(tmp_path):

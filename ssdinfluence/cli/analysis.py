@@ -66,10 +66,11 @@ def analyze(run_dirs, last, window, as_json):
     from metrics.csv; the per-episode measures from the last logged episodes of trajectories.h5.
     """
     from ..analysis import RunError, analyze_run
+    from ..trajectories import TrajectoryFileError
 
     try:
         results = [analyze_run(path, last=last, window=window) for path in _find(run_dirs)]
-    except RunError as error:
+    except (RunError, TrajectoryFileError) as error:
         raise click.BadParameter(str(error), param_hint="RUN_DIR") from error
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -208,8 +209,11 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
     root = Path(sweep_dir)
     try:
         records = load_manifest(root)
-    except (OSError, ValueError) as error:
-        raise click.BadParameter(str(error), param_hint="SWEEP_DIR") from error
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "status" in r for r in records):
+            raise ValueError("its trials are not a list of trial records")
+    except (AttributeError, KeyError, OSError, ValueError) as error:  # a damaged manifest.json
+        message = str(error) if str(root) in str(error) else f"{root / 'manifest.json'}: {error}"
+        raise click.BadParameter(message, param_hint="SWEEP_DIR") from error
     counts = Counter(record["status"] for record in records)
     wanted = [r for r in records if r["status"] == "finished" or unfinished]
     runs = [root / r["run_dir"] for r in wanted if (root / r["run_dir"] / "metrics.csv").exists()]

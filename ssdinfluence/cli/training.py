@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..config import ALGOS, DEVICES, MODELS, PRESETS, Config
+from ..config import ALGOS, DEVICES, MODELS, PRESETS, RESUMABLE, Config
 from ..names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, REWARD_TRANSFORMS
 from ..tracking import TRACKERS
+from .errors import DiskFull, FileProblem
 
 
 class StepCount(click.ParamType):
@@ -31,7 +32,7 @@ class StepCount(click.ParamType):
             number = float(str(value).replace("_", ""))
         except ValueError:
             self.fail(f"{value!r} is not a number of steps (e.g. 5000000 or 5e6)", param, ctx)
-        if number < self.minimum or number != int(number):
+        if not math.isfinite(number) or number < self.minimum or number != int(number):
             self.fail(f"{value!r} must be a whole number of steps >= {self.minimum}", param, ctx)
         return int(number)
 
@@ -109,8 +110,6 @@ FLAG_TYPES = {
     "moa_loss_weight": WEIGHT, "vocabulary": click.IntRange(2), "comm_entropy_coef": WEIGHT,
     "comm_loss_weight": WEIGHT,
 }
-# What may change when a run is resumed (anything else would change the training itself).
-RESUMABLE = {"steps", "device", "threads"}
 
 
 def parse_setting(setting: str) -> tuple[str, object]:
@@ -179,8 +178,8 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     --config file < flags.
     """
     from ..config import build_config, load_toml, preset_values
+    from ..rundir import RunFiles
     from ..tracking import check_installed
-    from ..train import RunFiles
 
     try:
         check_installed(track)
@@ -199,8 +198,13 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
             fixed = sorted(set(values) - RESUMABLE) + (["preset"] if preset else []) + (["config"] if config_file else [])
             if fixed:
                 raise click.UsageError(f"cannot change {', '.join(fixed)} when resuming (only steps, device, threads)")
-            saved = json.loads(files.config.read_text())
-            config = build_config({**saved, **values, "out": str(files.root)})
+            saved = _read_saved_config(files.config)
+            try:
+                config = build_config({**saved, **values, "out": str(files.root)})
+            except ValueError as error:
+                if set(values) & RESUMABLE:
+                    raise  # the new value is at fault, not the file
+                raise FileProblem(f"{files.config}: not a usable run configuration ({error})") from error
         else:
             # precedence: defaults < preset < config file < command-line flags
             from_file = load_toml(config_file) if config_file else {}
@@ -215,6 +219,9 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
                 raise click.BadParameter(
                     f"{config.out} already holds a run; resume it with --resume {config.out} or choose another --out",
                     param_hint="--out")
+        from ..train import training_device  # here: torch loads only once the options are good
+
+        training_device(config)  # no CUDA, or a rollout too big for the GPU: refused before anything is written
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--config" if config_file else "options") from error
     _train_with_display(config, resume=bool(resume_dir), quiet=quiet, track=track, wandb_project=wandb_project)
@@ -254,22 +261,33 @@ def _format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _read_saved_config(path: Path) -> dict:
+    """A run's config.json as a dict; FileProblem naming it if it is unreadable or damaged."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise FileProblem(f"{path}: cannot read the run's configuration ({error})") from error
+    if not isinstance(saved, dict):
+        raise FileProblem(f"{path}: not a run configuration (a JSON {type(saved).__name__}, not an object)")
+    return saved
+
+
 def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", wandb_project: str = "ssdinfluence"):
     from rich.console import Console, Group
     from rich.live import Live
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from .. import rundir
+    from ..checkpoint import CheckpointError
     from ..envs import make
     from ..tracking import open_tracker
     from ..train import train
+    from ..trajectories import TrajectoryFileError
 
     console = Console()
     console.print(f"[bold]ssdinfluence run[/]: {config.env}, {config.agents} agents, model {config.model}, "
                   f"{config.algo}, {config.steps:,} steps, {config.num_envs} envs -> {config.out}")
-    tracker = open_tracker(track, config, project=wandb_project)
-    if tracker:
-        console.print(f"tracking: {tracker.description}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
                         TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"), console=console)
     task = progress.add_task("training", total=config.steps, eta="-:--:--")
@@ -307,15 +325,29 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
             live.update(Group(progress, render(shown, note)))
 
     try:
-        with console.status("compiling env kernels (cached after the first run)"):
-            make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
-        with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
-            if quiet:
-                live.stop()
-            result = train(config, resume=resume, on_update=on_update)
-    finally:
-        if tracker:
-            tracker.close()
+        # The lock before the tracker, which writes into the run directory: a refused run leaves
+        # nothing there.
+        with rundir.locked(config.out) as files:
+            tracker = open_tracker(track, config, project=wandb_project)
+            try:
+                if tracker:
+                    console.print(f"tracking: {tracker.description}")
+                with console.status("compiling env kernels (cached after the first run)"):
+                    make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
+                with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
+                    if quiet:
+                        live.stop()
+                    result = train(config, resume=resume, on_update=on_update, lock_held=True)
+            finally:
+                if tracker:
+                    tracker.close()
+    except (CheckpointError, rundir.RunDirError, TrajectoryFileError) as error:
+        raise FileProblem(str(error)) from error
+    except rundir.DiskFullError as error:
+        kept = files.checkpoint.exists()
+        raise DiskFull(f"{error}; " + (f"the last checkpoint is kept: free some space, then ssdinfluence run "
+                                       f"--resume {config.out}" if kept else "no checkpoint was written yet")
+                       ) from error
     console.print(f"{result.updates} updates, {result.env_steps:,} env steps; run directory {result.run_dir}")
     if result.stopped_early:
         console.print(f"[yellow]stopped early[/]: checkpoint saved. Resume with:\n"
@@ -330,7 +362,8 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
 @click.option("--greedy", is_flag=True, help="Take the most likely action instead of sampling.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="Write the episodes to this HDF5 file.")
-def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, record):
+@click.option("--overwrite", is_flag=True, help="Let --record replace an existing file.")
+def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, record, overwrite):
     """Play EPISODES episodes with a checkpoint's policies and print the measures."""
     import numpy as np
     from rich.console import Console
@@ -338,12 +371,20 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
 
     from ..checkpoint import CheckpointError
     from ..evaluate import evaluate
+    from ..rundir import DiskFullError
+    from ..trajectories import TrajectoryFileError
 
+    if record and Path(record).exists() and not overwrite:
+        raise click.BadParameter(f"{record} already exists; pass --overwrite to replace it", param_hint="--record")
     try:
         result = evaluate(checkpoint_path, episodes=episodes, num_envs=num_envs, seed=seed, greedy=greedy,
-                          device=device, record=record)
+                          device=device, record=record, overwrite=overwrite)
     except CheckpointError as error:
         raise click.BadParameter(str(error), param_hint="CHECKPOINT") from error
+    except TrajectoryFileError as error:
+        raise FileProblem(str(error)) from error
+    except DiskFullError as error:
+        raise DiskFull(str(error)) from error
     config = result["config"]
     table = Table(title=f"{config.env}, model {config.model}: {episodes} episodes ({'greedy' if greedy else 'sampled'})")
     table.add_column("measure")

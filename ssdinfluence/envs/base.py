@@ -7,8 +7,9 @@ which write into buffers allocated here once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from .. import threads
 from ..names import ENV_NAMES
 from . import cleanup, core, harvest, maps, tiles
 from .rng import seed_states
+
+SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1: each env's random stream starts from a uint64
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,8 @@ class BatchedEnv:
         self._visible = np.zeros((B, N, N), np.bool_)
         self._hits = np.zeros((B, N, N), np.int32)
         self._all_envs = np.ones(B, np.bool_)
-        self._seed = seed
-        self._state["rng"][:] = seed_states(seed, B)
+        self._seed = _seed("seed", seed)
+        self._state["rng"][:] = seed_states(self._seed, B)
         self._needs_reset = True
         # The kernels' arguments, grouped as the tuples of ``core`` (views of the arrays above:
         # arrays are only ever written in place, so these stay valid).
@@ -166,8 +169,8 @@ class BatchedEnv:
         Returns ``obs`` ([B, N, 15, 15, 3] uint8) and ``info`` (see :meth:`step`).
         """
         if seed is not None:
-            self._state["rng"][:] = seed_states(seed, self.num_envs)
-            self._seed = seed
+            self._seed = _seed("seed", seed)
+            self._state["rng"][:] = seed_states(self._seed, self.num_envs)
         core.reset_kernel(self._all_envs, self._world, self._kernel_state, self._scratch, self._outputs)
         self._truncated[:] = False
         self._rewards[:] = 0.0
@@ -349,6 +352,12 @@ def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndar
     return frame
 
 
+def _seed(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be a non-negative integer below 2**64, got {value!r}")
+    return int(value)
+
+
 def positive_int(name: str, value) -> int:
     """``value`` as an int >= 1 (numpy integers too, never a bool), else ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -372,12 +381,38 @@ def _make_params(game: _Game, compat: str | None, rule_params: dict) -> EnvParam
         raise ValueError(f"unknown compat {compat!r}; use None or 'reference'")
     if compat == "reference":
         rule_params = {"view_flip": True, "draw_beams": False, **rule_params}
+    for name, value in rule_params.items():
+        _check_param_type(name, value, _PARAM_TYPES[name])
     params = EnvParams(**rule_params)
     if params.horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {params.horizon}")
     if params.beam_length < 1:
         raise ValueError(f"beam_length must be >= 1, got {params.beam_length}")
     return params
+
+
+_PARAM_TYPES = {f.name: type(f.default) for f in fields(EnvParams)}
+
+
+def _check_param_type(name: str, value, kind: type) -> None:
+    """ValueError unless ``value`` is of the parameter's kind (numbers finite, bools real bools)."""
+    def number(x):
+        return not isinstance(x, (bool, np.bool_)) and isinstance(x, (int, float, np.integer, np.floating)) \
+            and math.isfinite(x)
+
+    if kind is bool:
+        ok, want = isinstance(value, (bool, np.bool_)), "true or false"
+    elif kind is int:
+        ok, want = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer)), "an integer"
+    elif kind is float:
+        ok, want = number(value), "a finite number"
+    elif kind is str:
+        ok, want = isinstance(value, str), "a string"
+    else:  # tuple: regrowth_probs
+        ok = isinstance(value, (list, tuple, np.ndarray)) and all(number(x) for x in np.ravel(np.asarray(value, object)))
+        want = "a sequence of finite numbers"
+    if not ok:
+        raise ValueError(f"env parameter {name} must be {want}, got {value!r}")
 
 
 def _check_state_values(state: dict, layout: maps.MapLayout, num_actions: int, horizon: int) -> None:
@@ -404,3 +439,5 @@ def _check_state_values(state: dict, layout: maps.MapLayout, num_actions: int, h
         raise ValueError("state['beams'] must be 0 (none), 1 (fire) or 2 (clean)")
     if np.any((state["step_count"] < 0) | (state["step_count"] >= horizon)):
         raise ValueError(f"state['step_count'] must be in 0..{horizon - 1}")
+    if not np.all(np.isfinite(state["returns"])):
+        raise ValueError("state['returns'] must be finite (running episode returns)")

@@ -28,6 +28,7 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
     str | None, "duration_s": float}``; a first SIGINT/SIGTERM stops it after the current
     update with a checkpoint (the trainer's own handling), giving ``interrupted``.
     """
+    from ..rundir import locked
     from ..tracking import open_tracker
     from ..train import train
 
@@ -39,12 +40,14 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
         if done is not None and done >= config.steps:
             outcome.update(status="finished", env_steps=done)
         else:
-            tracker = open_tracker(track["kind"], config, project=track["project"]) if track else None
-            try:
-                result = train(config, resume=done is not None, on_update=tracker.log if tracker else None)
-            finally:
-                if tracker:
-                    tracker.close()
+            with locked(run_dir):  # before the tracker writes there (a refused trial leaves nothing)
+                tracker = open_tracker(track["kind"], config, project=track["project"]) if track else None
+                try:
+                    result = train(config, resume=done is not None, on_update=tracker.log if tracker else None,
+                                   lock_held=True)
+                finally:
+                    if tracker:
+                        tracker.close()
             outcome.update(status="interrupted" if result.stopped_early else "finished", env_steps=result.env_steps)
     except KeyboardInterrupt:  # a second Ctrl-C, or a stop that came before the trainer's handler
         outcome.update(status="interrupted", env_steps=checkpoint_steps_or_none(run_dir))

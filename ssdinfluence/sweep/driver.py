@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from .backends import make_backend
@@ -90,7 +89,7 @@ def _drive(runner, root: Path, todo: list[Trial], by_id: dict, manifest: Manifes
                 for record in in_flight.values():
                     run_dir = root / record["run_dir"]
                     if record["id"] not in started and mtime(run_dir / "config.json") != config_mtime[record["id"]]:
-                        record_start(record, started, time.time())  # the trainer writes config.json first
+                        record_start(record, started, time.time())  # the trainer writes config.json once set up
                         manifest.changed(status=True)
                     if record["id"] in started:
                         manifest.changed(status=False, updated=record_progress(record, run_dir, running=True))
@@ -107,14 +106,9 @@ def _drive(runner, root: Path, todo: list[Trial], by_id: dict, manifest: Manifes
         on_progress(manifest.records)
 
 
-@contextmanager
 def _driver_lock(root: Path):
-    """One driver per sweep directory: two would train the same trial into one run directory."""
-    import fcntl
+    """One driver per sweep directory: two would train the same trial into one run directory.
+    (Each trial's trainer also holds its own run directory's lock.)"""
+    from ..rundir import exclusive
 
-    with open(root / "sweep.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            raise ValueError(f"another sweep is running in {root} (it holds {root / 'sweep.lock'})") from error
-        yield  # the lock goes with the file's closing
+    return exclusive(root / "sweep.lock", f"another sweep is running in {root} (it holds {root / 'sweep.lock'})")

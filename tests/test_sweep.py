@@ -225,10 +225,14 @@ def test_local_sweep_runs_trials_records_a_failure_and_reruns_only_what_is_left(
 def test_sweep_runs_seed_major_and_a_finished_trial_needs_only_its_metrics(tmp_path):
     spec = SweepSpec.from_dict({"base": TINY, "models": ["baseline", "visible"], "seeds": 2})
     sweep_dir = tmp_path / "sweep"
-    records = run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1)
-    by_start = [r["id"] for r in sorted(records, key=lambda r: r["started"])]
+    started = []  # one worker: trials leave pending one at a time
+
+    def note_starts(records):
+        started.extend(r["id"] for r in records if r["status"] != "pending" and r["id"] not in started)
+
+    records = run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1, on_progress=note_starts)
     # every model at seed 0 before any at seed 1: a sweep stopped part-way compares equal seeds
-    assert by_start == ["harvest-baseline-s0", "harvest-visible-s0", "harvest-baseline-s1", "harvest-visible-s1"]
+    assert started == ["harvest-baseline-s0", "harvest-visible-s0", "harvest-baseline-s1", "harvest-visible-s1"]
 
     # a study committed without checkpoints stays finished; a removed run directory runs again
     first, second = (sweep_dir / r["run_dir"] for r in records[:2])

@@ -72,12 +72,16 @@ def test_configure_sets_torch_and_numba_and_rejects_negative_counts():
     try:
         assert threads.configure(1) == 1
         assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
-        assert threads.configure(0) == threads.available_cores()
+        cores = threads.available_cores()
+        assert threads.configure(0) == cores
+        assert numba.get_num_threads() == min(cores, numba.config.NUMBA_NUM_THREADS)
+        assert torch.get_num_threads() == (1 if cores <= 2 else cores)
     finally:
         torch.set_num_threads(torch_before)
         numba.set_num_threads(numba_before)
     with pytest.raises(ValueError, match="threads must be >= 0"):
         threads.configure(-1)
+    assert [threads.default_torch_threads(c) for c in (1, 2, 3, 16)] == [1, 1, 3, 16]
 
 
 def test_keep_freed_memory_applies_on_linux_glibc():

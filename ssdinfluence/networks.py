@@ -14,8 +14,8 @@ baseline feeds the one-hot previous actions of the other agents there, and the i
 models feed the one-hot actions or messages whose counterfactuals they evaluate. Their
 contribution to the gates is ``extra @ W_ih[fc_size:]``, which the influence kernel uses.
 
-Two hand-written autograd functions carry most of the work (``bench/train_speed.py`` measures
-them against the plain compositions they replace, which the tests check them against):
+Two hand-written autograd functions carry most of the work (``tests/test_kernels.py`` checks
+their outputs and gradients against the plain compositions of torch ops they replace):
 
 * :class:`_ConvReLU`, the conv layer: one channels-last grouped convolution (oneDNN on the CPU),
   the ReLU fused into the one copy that puts its output agent-major, and a backward that asks

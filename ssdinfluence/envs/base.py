@@ -145,7 +145,7 @@ class BatchedEnv:
         self._visible = np.zeros((B, N, N), np.bool_)
         self._hits = np.zeros((B, N, N), np.int32)
         self._all_envs = np.ones(B, np.bool_)
-        self._seed = _seed("seed", seed)
+        self._seed = _seed(seed)
         self._state["rng"][:] = seed_states(self._seed, B)
         self._needs_reset = True
         # The kernels' arguments, grouped as the tuples of ``core`` (views of the arrays above:
@@ -169,7 +169,7 @@ class BatchedEnv:
         Returns ``obs`` ([B, N, 15, 15, 3] uint8) and ``info`` (see :meth:`step`).
         """
         if seed is not None:
-            self._seed = _seed("seed", seed)
+            self._seed = _seed(seed)
             self._state["rng"][:] = seed_states(self._seed, self.num_envs)
         core.reset_kernel(self._all_envs, self._world, self._kernel_state, self._scratch, self._outputs)
         self._truncated[:] = False
@@ -352,9 +352,10 @@ def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndar
     return frame
 
 
-def _seed(name: str, value) -> int:
+def _seed(value) -> int:
+    """``value`` as an int seed in 0 .. 2**64 - 1 (numpy integers too, never a bool), else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"{name} must be a non-negative integer below 2**64, got {value!r}")
+        raise ValueError(f"seed must be a non-negative integer below 2**64, got {value!r}")
     return int(value)
 
 

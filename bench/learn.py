@@ -41,8 +41,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="extra config key=value (JSON value)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--tag", default="", help="suffix of the run's name, e.g. the --set values it tests")
     args = parser.parse_args()
     name = f"learn-{args.env}-{args.model}-s{args.seed}-{args.steps / 1e6:g}M"  # budgets never overwrite each other
+    name += f"-{args.tag}" if args.tag else ""
     values = {"env": args.env, "model": args.model, "steps": int(args.steps), "seed": args.seed,
               "out": args.out or f"runs/{name}", "log_trajectories": "0", "log_every": 50}
     for item in args.set:

@@ -7,7 +7,7 @@ Trains 5 agents on Cleanup with the default batch (32 envs x 128 steps), logging
 episode of envs 0 and 1 to trajectories.h5 and checkpointing every 50 updates, in a temporary
 run directory. After every update it reads the process's resident memory (VmRSS, Linux); it
 prints ``--samples`` evenly spaced rows of env steps, wall time, RSS and the log's size, and
-the RSS growth from the first tenth of the run to the end (what a leak would show). Writes
+the growth of the peak RSS from the first tenth of the run to the last (what a leak would show). Writes
 bench/results/soak-<steps>.json with every update's RSS.
 """
 
@@ -53,11 +53,15 @@ def soak(steps: int, env: str, model: str, num_envs: int, log_every: int, thread
                             "log_mib": round(log.stat().st_size / 2**20, 2) if log.exists() else 0.0})
 
         result = train(config, on_update=on_update)
-    first_tenth = samples[max(0, len(samples) // 10 - 1)]
+    # Peaks, not single samples: the trainer releases freed memory every few updates, so RSS is
+    # a sawtooth and one sample can fall on a trough.
+    tenth = max(1, len(samples) // 10)
+    start = max(s["rss_mib"] for s in samples[:tenth])
+    end = max(s["rss_mib"] for s in samples[-tenth:])
     return {"env": env, "model": model, "num_envs": num_envs, "steps": steps, "updates": result.updates,
-            "log_every": log_every, "wall_s": samples[-1]["wall_s"], "rss_start_mib": first_tenth["rss_mib"],
-            "rss_end_mib": samples[-1]["rss_mib"], "rss_max_mib": max(s["rss_mib"] for s in samples),
-            "rss_growth_mib": round(samples[-1]["rss_mib"] - first_tenth["rss_mib"], 1), "samples": samples}
+            "log_every": log_every, "wall_s": samples[-1]["wall_s"], "rss_start_mib": start, "rss_end_mib": end,
+            "rss_max_mib": max(s["rss_mib"] for s in samples), "rss_growth_mib": round(end - start, 1),
+            "samples": samples}
 
 
 def main():
@@ -84,7 +88,7 @@ def main():
     for i in shown:
         s = samples[i]
         print(f"{s['update']:7d} {s['env_steps']:12,d} {s['wall_s']:9.1f} {s['rss_mib']:9.1f} {s['log_mib']:9.2f}")
-    print(f"RSS after the first tenth {result['rss_start_mib']:.1f} MiB, at the end {result['rss_end_mib']:.1f} MiB "
+    print(f"peak RSS in the first tenth {result['rss_start_mib']:.1f} MiB, in the last {result['rss_end_mib']:.1f} MiB "
           f"(growth {result['rss_growth_mib']:+.1f} MiB), max {result['rss_max_mib']:.1f} MiB")
 
     out = Path(args.out or Path(__file__).parent / "results" / f"soak-{steps:.0e}.json".replace("+0", ""))

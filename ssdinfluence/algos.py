@@ -55,13 +55,16 @@ def _agent_mean(x):
 
 
 def policy_loss_terms(logits, actions, old_logprobs, advantages, returns, values, *, clip: float | None,
-                      value_coef: float, entropy_coef: float) -> LossTerms:
+                      value_coef: float, entropy_coef: float, huber_delta: float = 0.0) -> LossTerms:
     """PPO's clipped surrogate (``clip`` set) or the plain policy gradient of A2C (``clip=None``).
 
     Args:
         logits ``[..., N, A]``, actions ``[..., N]`` int64, old_logprobs ``[..., N]`` (ignored by
         A2C), advantages ``[..., N]``, returns ``[..., N]``, values ``[..., N]``.
-    Loss per agent: policy term + value_coef * 0.5 * (V - R)^2 - entropy_coef * entropy.
+    Loss per agent: policy term + value_coef * value term - entropy_coef * entropy, where the
+    value term is 0.5 * (V - R)^2, or with ``huber_delta > 0`` Huber's loss: the same up to
+    errors of ``huber_delta``, linear beyond, so one sample's value gradient is at most
+    ``huber_delta`` (a -50 fine cannot swamp the shared trunk's gradient).
     """
     log_probs = torch.log_softmax(logits, dim=-1)
     logprobs = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -76,7 +79,10 @@ def policy_loss_terms(logits, actions, old_logprobs, advantages, returns, values
         with torch.no_grad():
             approx_kl = _agent_mean((ratio - 1) - log_ratio)
             clip_fraction = _agent_mean(((ratio - 1).abs() > clip).float())
-    value = 0.5 * (values - returns) ** 2
+    if huber_delta > 0:
+        value = torch.nn.functional.huber_loss(values, returns, reduction="none", delta=huber_delta)
+    else:
+        value = 0.5 * (values - returns) ** 2
     policy_loss, value_loss, mean_entropy = _agent_mean(policy), _agent_mean(value), _agent_mean(entropy)
     loss = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     return LossTerms(loss, policy_loss, value_loss, mean_entropy, approx_kl, clip_fraction)

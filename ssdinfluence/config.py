@@ -37,9 +37,12 @@ class Config:
     Optimisation (Adam)
         lr annealed linearly to lr_end over lr_anneal_steps env steps (0: over the whole run),
         gamma, gae_lambda, entropy_coef, value_coef, max_grad_norm (each agent's gradient is
-        clipped to this global norm), normalise_advantages.
+        clipped to this global norm), normalise_advantages, value_huber_delta (> 0: Huber's
+        value loss, linear for errors beyond it; 0: squared error).
     PPO
-        ppo_epochs, ppo_minibatches (split over env sequences), ppo_clip.
+        ppo_epochs, ppo_minibatches (split over env sequences), ppo_clip, target_kl (> 0: an
+        update stops its remaining minibatches once one's approx_kl exceeds 1.5 x target_kl;
+        0: never).
     Reward transform (any model)
         reward_transform: none | collective | prosocial | inequity, prosocial_eta,
         inequity_alpha, inequity_beta, inequity_lambda.
@@ -86,9 +89,11 @@ class Config:
     value_coef: float = 0.5
     max_grad_norm: float = 40.0
     normalise_advantages: bool = True
+    value_huber_delta: float = 0.0
     ppo_epochs: int = 1
     ppo_minibatches: int = 4
     ppo_clip: float = 0.2
+    target_kl: float = 0.0
     reward_transform: str = "none"
     prosocial_eta: float = 0.85
     inequity_alpha: float = 5.0
@@ -278,7 +283,7 @@ def validate(c: Config) -> None:
          f"(num_envs x rollout_length / bptt_length)")
     need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
     need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
-    for name in ("entropy_coef", "value_coef", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
+    for name in ("entropy_coef", "value_coef", "value_huber_delta", "target_kl", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
                  "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(c.max_grad_norm > 0 and c.ppo_clip > 0,

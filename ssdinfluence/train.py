@@ -265,6 +265,8 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 last_update = run.update >= total_updates or stop["stop"] or run.update == max_updates
                 if run.update % config.checkpoint_every == 0 or last_update:
                     run.save(files.checkpoint)
+                if run.update % threads.RELEASE_EVERY == 0:
+                    threads.release_freed_memory()  # the fragmented heap's free pages (threads.py)
                 if on_update:
                     on_update(row)
     finally:
@@ -369,8 +371,10 @@ def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
     states = [buf.permute(1, 0, 2, 3).reshape(N, C * B, -1) for buf in state_bufs]  # [N, S, H] each
     ppo = config.algo == "ppo"
     epochs, minibatches = (config.ppo_epochs, config.ppo_minibatches) if ppo else (1, 1)
-    totals, count = {}, 0
+    totals, count, stopped = {}, 0, False
     for _ in range(epochs):
+        if stopped:
+            break
         order = torch.randperm(C * B, generator=sampler, device=sampler.device).to(batch["obs"].device)
         for mb in order.chunk(minibatches):
             part = {key: value[:, mb] for key, value in batch.items()}
@@ -378,7 +382,13 @@ def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
             adv = normalise_per_agent(part["advantages"]) if config.normalise_advantages else part["advantages"]
             terms = policy_loss_terms(logits.permute(0, 2, 1, 3), part["actions"], part["old_logprobs"], adv,
                                       part["returns"], values.transpose(1, 2), clip=config.ppo_clip if ppo else None,
-                                      value_coef=config.value_coef, entropy_coef=config.entropy_coef)
+                                      value_coef=config.value_coef, entropy_coef=config.entropy_coef,
+                                      huber_delta=config.value_huber_delta)
+            # KL early stop: approx_kl compares the policy after this update's steps so far with
+            # the rollout's; past the limit, this and the remaining minibatches are skipped.
+            if count and config.target_kl > 0 and terms.approx_kl.item() > 1.5 * config.target_kl:
+                stopped = True
+                break
             loss = terms.loss if aux is None else terms.loss + aux["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -82,6 +82,18 @@ def test_losses_sum_agents_means():
     assert terms.entropy.item() == pytest.approx(2 * math.log(3))
 
 
+def test_huber_value_loss_is_squared_error_within_delta_and_linear_beyond():
+    values = torch.tensor([[3.0], [21.0]], requires_grad=True)  # errors 2 and 20 against returns 1
+    terms = policy_loss_terms(torch.zeros(2, 1, 3), torch.zeros(2, 1, dtype=torch.long), None, torch.zeros(2, 1),
+                              returns=torch.ones(2, 1), values=values, clip=None, value_coef=1.0,
+                              entropy_coef=0.0, huber_delta=10.0)
+    # 0.5 * 2^2 = 2 inside delta; 10 * (20 - 0.5 * 10) = 150 beyond it; mean over the 2 samples
+    assert terms.value_loss.item() == pytest.approx((2.0 + 150.0) / 2)
+    terms.loss.backward()
+    # the gradient per sample is the error, capped at delta (then / 2 for the mean)
+    torch.testing.assert_close(values.grad, torch.tensor([[1.0], [5.0]]))
+
+
 def test_normalise_per_agent():
     x = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
     y = normalise_per_agent(x)

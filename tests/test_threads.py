@@ -87,3 +87,21 @@ def test_configure_sets_torch_and_numba_and_rejects_negative_counts():
 def test_keep_freed_memory_applies_on_linux_glibc():
     applied = threads.keep_freed_memory()
     assert applied == (sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None)
+
+
+def _rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")),
+                    reason="glibc's allocator only")
+def test_release_freed_memory_returns_the_kept_heap_pages():
+    assert threads.keep_freed_memory()  # 1 MiB blocks now come from the heap and stay there when freed
+    blocks = [np.ones(2**20, dtype=np.uint8) for _ in range(256)]  # 256 MiB, touched
+    pins = [np.ones(64, dtype=np.uint8) for _ in range(256)]  # small live blocks between them
+    del blocks
+    kept = _rss_mib()
+    assert threads.release_freed_memory()
+    assert kept - _rss_mib() > 128  # most of the freed 256 MiB is returned, despite the pins
+    assert len(pins) == 256

@@ -150,3 +150,20 @@ def test_cuda_training_and_resume(tmp_path):
     assert all(value.device.type == "cpu" for value in saved["model"].values())
     cpu = train(tiny_config(tmp_path / "cpu", device="cpu"))
     assert cpu.updates == 4
+
+
+def test_target_kl_stops_an_update_after_the_first_minibatch_past_it(tmp_path, monkeypatch):
+    steps = []
+    adam_step = torch.optim.Adam.step
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
+    train(tiny_config(tmp_path / "free"))
+    assert len(steps) == 4 * 2 * 2  # 4 updates x 2 epochs x 2 minibatches
+    steps.clear()
+    # any policy change exceeds a target this small: each update takes its first step only
+    train(tiny_config(tmp_path / "stopped", target_kl=1e-12))
+    assert len(steps) == 4

@@ -283,8 +283,8 @@ def validate(c: Config) -> None:
          f"(num_envs x rollout_length / bptt_length)")
     need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
     need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
-    for name in ("entropy_coef", "value_coef", "value_huber_delta", "target_kl", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
-                 "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
+    for name in ("entropy_coef", "value_coef", "value_huber_delta", "target_kl", "comm_entropy_coef",
+                 "comm_loss_weight", "moa_loss_weight", "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
     need(c.max_grad_norm > 0 and c.ppo_clip > 0,
          f"max_grad_norm and ppo_clip must be > 0, got {c.max_grad_norm} and {c.ppo_clip}")

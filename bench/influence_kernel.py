@@ -7,10 +7,15 @@ For B envs and N agents (A = 9 actions, Cleanup), every agent listens to a one-h
 influencer (the basic setting with one influencer, and the worst case where every agent
 influences every other). Timed, per step, without gradients:
   forward: one forward pass of all N agents' networks (what acting costs);
-  kernel: counterfactual_logits + KL divergence over all counterfactuals, from the gate
-          pre-activations the forward pass has already computed;
+  kernel: causal_influence, the reward path (on the CPU the fused Numba kernel of
+          ssdinfluence.influence_cpu; on CUDA torch's ops): KL over all counterfactuals, from
+          the gate pre-activations the forward pass has already computed;
+  torch ops: counterfactual_logits + divergence, the same result from a dozen torch ops (the
+          CPU path before the fused kernel, and the CUDA path now);
   naive: the whole network rerun once per counterfactual value (A passes per influencer).
-Goal: the kernel costs at most 30% of a forward pass. Writes bench/results/influence_kernel.json.
+Threads as the trainer sets them (threads.configure: on 2 cores, one torch thread).
+Goal: the kernel costs at most 30% of a forward pass per influencer.
+Writes bench/results/influence_kernel.json.
 """
 
 # ruff: noqa: I001  (the import order below is deliberate)
@@ -24,7 +29,8 @@ from pathlib import Path
 import ssdinfluence  # noqa: F401  (before torch: its thread settings must precede torch's start)
 import torch
 
-from ssdinfluence.influence import counterfactual_logits, divergence
+from ssdinfluence import threads
+from ssdinfluence.influence import causal_influence, counterfactual_logits, divergence
 from ssdinfluence.networks import AgentNetworks
 
 A = 9
@@ -59,12 +65,18 @@ def measure(N, B, influencers, device, repeats):
     def forward():
         model.step(obs, extra, (h, c), start)
 
+    block = model.lstm.weight_ih[:, 32:].reshape(N, influencers, A, -1)
+    act = actual.T.unsqueeze(0).expand(N, influencers, B)
+    speaker = speaker_logprobs.transpose(1, 2).unsqueeze(0).expand(N, influencers, A, B)
+
     @torch.no_grad()
-    def kernel_only():
-        block = model.lstm.weight_ih[:, 32:].reshape(N, influencers, A, -1)
-        act = actual.T.unsqueeze(0).expand(N, influencers, B)
+    def kernel():
+        causal_influence(gates_x_cached, hh_cached, c, block, act, model.policy.weight, model.policy.bias, speaker)
+
+    @torch.no_grad()
+    def torch_ops():
         logits = counterfactual_logits(gates_x_cached, hh_cached, c, block, act, model.policy.weight, model.policy.bias)
-        divergence(logits, speaker_logprobs.transpose(1, 2).unsqueeze(0), act, "kl")
+        divergence(logits, speaker, act, "kl")
 
     @torch.no_grad()
     def naive():
@@ -79,11 +91,14 @@ def measure(N, B, influencers, device, repeats):
         gates_x_cached = model.lstm_inputs(model.features(obs), extra)
         hh_cached = torch.bmm(h, model.lstm.weight_hh)
     t_forward = timed(sync(forward), repeats)
-    t_kernel = timed(sync(kernel_only), repeats)
+    t_kernel = timed(sync(kernel), repeats)
+    t_torch_ops = timed(sync(torch_ops), repeats)
     t_naive = timed(sync(naive), max(1, repeats // 10))
     return {"agents": N, "envs": B, "influencers": influencers, "device": str(device),
-            "forward_ms": 1e3 * t_forward, "kernel_ms": 1e3 * t_kernel, "naive_ms": 1e3 * t_naive,
-            "kernel_over_forward": t_kernel / t_forward, "naive_over_forward": t_naive / t_forward}
+            "forward_ms": 1e3 * t_forward, "kernel_ms": 1e3 * t_kernel, "torch_ops_ms": 1e3 * t_torch_ops,
+            "naive_ms": 1e3 * t_naive, "kernel_over_forward": t_kernel / t_forward,
+            "kernel_over_forward_per_influencer": t_kernel / t_forward / influencers,
+            "torch_ops_over_forward": t_torch_ops / t_forward, "naive_over_forward": t_naive / t_forward}
 
 
 def main():
@@ -91,8 +106,10 @@ def main():
     parser.add_argument("--envs", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)")
+    parser.add_argument("--threads", type=int, default=0, help="threads.configure's count (0: the trainer's default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "influence_kernel.json"))
     args = parser.parse_args()
+    threads.configure(args.threads)
     if args.device == "all":
         devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     else:
@@ -102,11 +119,13 @@ def main():
         for N in (2, 5, 8):
             for influencers in sorted({1, N - 1}):
                 rows.append(measure(N, args.envs, influencers, device, args.repeats))
-    print(f"{'device':6} {'N':>2} {'infl':>4} {'forward ms':>10} {'kernel ms':>10} {'naive ms':>9} "
-          f"{'kernel/fwd':>10} {'naive/fwd':>9}")
+    print(f"{'device':6} {'N':>2} {'infl':>4} {'forward ms':>10} {'kernel ms':>10} {'torch ops ms':>12} "
+          f"{'naive ms':>9} {'kernel/fwd':>10} {'per infl':>8} {'ops/fwd':>7} {'naive/fwd':>9}")
     for r in rows:
         print(f"{r['device']:6} {r['agents']:2d} {r['influencers']:4d} {r['forward_ms']:10.2f} {r['kernel_ms']:10.2f} "
-              f"{r['naive_ms']:9.2f} {r['kernel_over_forward']:10.2f} {r['naive_over_forward']:9.2f}")
+              f"{r['torch_ops_ms']:12.2f} {r['naive_ms']:9.2f} {r['kernel_over_forward']:10.2f} "
+              f"{r['kernel_over_forward_per_influencer']:8.2f} {r['torch_ops_over_forward']:7.2f} "
+              f"{r['naive_over_forward']:9.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows}, indent=2))

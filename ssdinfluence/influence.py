@@ -18,6 +18,8 @@ import math
 import numpy as np
 import torch
 
+from . import threads
+from .influence_cpu import KIND_CODES, influence_kernel
 from .names import DIVERGENCES
 from .networks import matmul_weight, tanh, tanh_
 
@@ -51,6 +53,46 @@ def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight
         h = o.mul_(tanh_(c))
     logits = torch.baddbmm(head_bias, h.reshape(P, Q * A * M, H), matmul_weight(head_weight))
     return logits.reshape(P, Q, A, M, -1)
+
+
+def causal_influence(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
+              kind: str = "kl", taken=None, groups: int = 1):
+    """Causal influence of every block on every listener, for all samples: the divergence
+    between the listener's head at the block's actual value and its marginal over the values.
+
+    Args: as :func:`counterfactual_logits`, and
+        speaker_logprobs: ``[P, Q, A, M]`` log-probability the influencer gives each value.
+        kind: ``kl``, ``jsd`` or ``pmi`` (:func:`divergence`); taken: ``[P, Q, M]`` int64, the
+            outcome taken (pmi only).
+        groups: the head's K outputs score ``groups`` outcomes of K / groups values each (a
+            model of other agents predicts every agent's action: groups = N).
+    Returns:
+        ``[P, Q, groups, M]`` float32.
+
+    On the CPU without autograd (the reward path) this is the fused Numba kernel of
+    :mod:`ssdinfluence.influence_cpu`; elsewhere (CUDA, or gradients wanted) the torch ops of
+    :func:`counterfactual_logits` and :func:`divergence`. Both agree to 1e-6.
+    """
+    if kind not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(DIVERGENCES)}")
+    if kind == "pmi" and (taken is None or groups != 1):
+        raise ValueError("pmi needs the outcome actually taken, and one outcome group")
+    P, Q, A, G = block_weight.shape
+    M, K = gates_x.shape[1], head_weight.shape[-1]
+    if gates_x.device.type == "cpu" and not torch.is_grad_enabled():
+        out = np.empty((P, Q, groups, M), np.float32)
+        with threads.for_envs(M):
+            influence_kernel((gates_x + hh).contiguous().numpy(), c_prev.contiguous().numpy(),
+                             block_weight.contiguous().numpy(), actual.contiguous().numpy(),
+                             head_weight.transpose(1, 2).contiguous().numpy(),
+                             head_bias.reshape(P, K).contiguous().numpy(), speaker_logprobs.contiguous().numpy(),
+                             (actual if taken is None else taken).contiguous().numpy(), groups, KIND_CODES[kind], out)
+        return torch.from_numpy(out)
+    logits = counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias)
+    logits = logits.unflatten(-1, (groups, K // groups)).permute(0, 1, 4, 2, 3, 5)  # [P, Q, groups, A, M, K/groups]
+    by_group = (P, Q, groups, M)
+    return divergence(logits, speaker_logprobs.unsqueeze(2), actual.unsqueeze(2).expand(by_group), kind,
+                      taken=None if taken is None else taken.unsqueeze(2).expand(by_group))
 
 
 def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .algos import gae, normalise_per_agent, policy_loss_terms
-from .influence import counterfactual_logits, divergence
+from .influence import causal_influence
 from .networks import AgentNetworks, BatchedLinear, ModelOfOtherAgents, reset_state, run_lstm
 
 
@@ -215,13 +215,12 @@ class BasicInfluence(Policy):
         G = gates_x.shape[-1]
         block_weight = model.lstm.weight_ih[listeners, -m * self.num_actions:].reshape(N - m, m, self.num_actions, G)
         actual = influencer_actions.unsqueeze(0).expand(N - m, m, B)
-        cf_logits = counterfactual_logits(gates_x[listeners], torch.bmm(h[listeners], model.lstm.weight_hh[listeners]),
-                                          c[listeners], block_weight, actual, model.policy.weight[listeners],
-                                          model.policy.bias[listeners])  # [N-m, m, A, B, A]
         speaker_logprobs = torch.log_softmax(first_logits[:m], -1).transpose(1, 2)  # [m, A, B]
         taken = actions[listeners].unsqueeze(1).expand(N - m, m, B)
-        felt = divergence(cf_logits, speaker_logprobs.unsqueeze(0).expand(N - m, m, self.num_actions, B), actual,
-                          self.kind, taken=taken)  # [N-m, m, B]: influence of k on j
+        felt = causal_influence(gates_x[listeners], torch.bmm(h[listeners], model.lstm.weight_hh[listeners]),
+                                 c[listeners], block_weight, actual, model.policy.weight[listeners], model.policy.bias[listeners],
+                                 speaker_logprobs.unsqueeze(0).expand(N - m, m, self.num_actions, B), self.kind,
+                                 taken=taken).squeeze(2)  # [N-m, m, B]: influence of k on j
         pairs = torch.zeros(B, N, N, device=obs.device)
         pairs[:, :m, m:] = felt.permute(2, 1, 0)
         influence = pairs.sum(2)  # [B, N]: what each agent exerted
@@ -287,15 +286,14 @@ class ModelOfOtherAgentsInfluence(Policy):
         h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc(conv), None), h, c)
         logits, values = agents.heads(h_new)
         actions, logprobs = sample(logits, sampler, greedy)  # [N, B]
-        B, N, A = obs.shape[0], self.num_agents, self.num_actions
+        N = self.num_agents
         moa_gates = moa.input_gates(conv, actions.T)  # [N, B, 4H], with a_t of every agent
         moa_h_new, moa_c_new = moa.lstm.cell(moa_gates, moa_h, moa_c)
         # counterfactuals of each agent's own action in its own MOA
-        cf = counterfactual_logits(moa_gates, torch.bmm(moa_h, moa.lstm.weight_hh), moa_c, moa.action_block_weight(),
-                                   actions.unsqueeze(1), moa.head.weight, moa.head.bias)  # [N_k, 1, A, B, N*A]
-        cf = cf.squeeze(1).unflatten(-1, (N, A)).permute(0, 3, 1, 2, 4)  # [N_k, N_j, A~, B, A]
-        speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1).expand(N, N, A, B)
-        felt = divergence(cf, speaker, actions.unsqueeze(1).expand(N, N, B), self.kind)  # [N_k, N_j, B]
+        speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1)  # [N_k, 1, A, B]
+        felt = causal_influence(moa_gates, torch.bmm(moa_h, moa.lstm.weight_hh), moa_c, moa.action_block_weight(),
+                                 actions.unsqueeze(1), moa.head.weight, moa.head.bias, speaker, self.kind,
+                                 groups=N).squeeze(1)  # [N_k, N_j, B]: k's MOA, its own action varied
         counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
         pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
         return ActOutput(actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {})
@@ -440,11 +438,10 @@ class InfluentialCommunication(Policy):
         block_weight = agents.lstm.weight_ih[:, -N * V:].reshape(N, N, V, -1)  # [N_j, N_k, V, G]
         previous = one_hot.argmax(-1)  # [N_k, B]; meaningless where nobody has spoken yet (masked)
         actual = previous.unsqueeze(0).expand(N, N, B)
-        cf = counterfactual_logits(gates_x, torch.bmm(h, agents.lstm.weight_hh), c, block_weight, actual,
-                                   agents.policy.weight, agents.policy.bias)  # [N_j, N_k, V, B, A]
         speaker = message_logprobs.transpose(1, 2).unsqueeze(0).expand(N, N, V, B)
         taken = actions.unsqueeze(1).expand(N, N, B)
-        felt = divergence(cf, speaker, actual, self.kind, taken=taken)  # [N_j, N_k, B]
+        felt = causal_influence(gates_x, torch.bmm(h, agents.lstm.weight_hh), c, block_weight, actual,
+                                 agents.policy.weight, agents.policy.bias, speaker, self.kind, taken=taken).squeeze(2)  # [N_j, N_k, B]
         spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
         pairs = (felt * self.not_self.T.unsqueeze(-1)).permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
         new_one_hot = F.one_hot(messages, V).float()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ssdinfluence.influence import counterfactual_logits, divergence, influence_beta
+from ssdinfluence.influence import causal_influence, counterfactual_logits, divergence, influence_beta
 from ssdinfluence.networks import AgentNetworks
 
 
@@ -131,3 +131,53 @@ def test_influence_beta_schedules():
     assert influence_beta(4e8, 2.0, schedule="reference") == 1.0
     with pytest.raises(ValueError, match="unknown influence schedule"):
         influence_beta(0, 1.0, schedule="cosine")
+
+
+def random_influence_inputs(P=3, Q=2, A=9, M=11, H=16, K=9, scale=2.0, seed=0):
+    """Inputs of :func:`causal_influence` at gate scales beyond a trained network's."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        gates_x=scale * torch.randn(P, M, 4 * H, generator=g), hh=torch.randn(P, M, 4 * H, generator=g),
+        c_prev=scale * torch.randn(P, M, H, generator=g), block_weight=scale * torch.randn(P, Q, A, 4 * H, generator=g),
+        actual=torch.randint(0, A, (P, Q, M), generator=g), head_weight=torch.randn(P, H, K, generator=g),
+        head_bias=torch.randn(P, 1, K, generator=g),
+        speaker_logprobs=torch.log_softmax(3 * torch.randn(P, Q, A, M, generator=g), 2))
+
+
+@pytest.mark.parametrize("kind,groups", [("kl", 1), ("jsd", 1), ("pmi", 1), ("kl", 3), ("jsd", 3)])
+def test_fused_cpu_kernel_equals_the_torch_ops(kind, groups):
+    inputs = random_influence_inputs(K=9 * groups)
+    taken = torch.randint(0, 9, inputs["actual"].shape) if kind == "pmi" else None
+    with torch.no_grad():  # the fused Numba kernel
+        fused = causal_influence(**inputs, kind=kind, taken=taken, groups=groups)
+    torch_ops = causal_influence(**inputs, kind=kind, taken=taken, groups=groups)  # autograd on: torch's ops
+    assert fused.shape == torch_ops.shape == (3, 2, groups, 11)
+    # by hand for one cell: counterfactual_logits + divergence on the group's slice of the head
+    logits = counterfactual_logits(*(inputs[k] for k in ("gates_x", "hh", "c_prev", "block_weight", "actual",
+                                                        "head_weight", "head_bias")))  # [P, Q, A, M, K]
+    last = logits[..., -9:]
+    by_hand = divergence(last, inputs["speaker_logprobs"], inputs["actual"], kind,
+                         taken=taken)  # the last group, [P, Q, M]
+    torch.testing.assert_close(fused, torch_ops, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused[:, :, -1], by_hand, atol=1e-5, rtol=1e-5)
+    assert fused.abs().max() > 1e-2  # the inputs make real influence, so the comparison means something
+
+
+def test_fused_cpu_kernel_stays_finite_where_probabilities_underflow():
+    inputs = random_influence_inputs(scale=60.0)  # saturated gates; logits hundreds apart
+    inputs["head_weight"] = inputs["head_weight"] * 50.0
+    with torch.no_grad():
+        fused = {kind: causal_influence(**inputs, kind=kind, taken=inputs["actual"]) for kind in ("kl", "jsd", "pmi")}
+    for kind, value in fused.items():
+        assert torch.isfinite(value).all(), kind
+        torch.testing.assert_close(value, causal_influence(**inputs, kind=kind, taken=inputs["actual"]),
+                                   atol=1e-4, rtol=1e-5)
+    assert (fused["kl"] >= 0).all() and (fused["jsd"] >= 0).all() and (fused["jsd"] <= math.log(2) + 1e-6).all()
+
+
+def test_causal_influence_rejects_a_bad_kind_or_pmi_without_the_outcome():
+    inputs = random_influence_inputs()
+    with pytest.raises(ValueError, match="unknown divergence 'l2'"):
+        causal_influence(**inputs, kind="l2")
+    with pytest.raises(ValueError, match="pmi needs the outcome"):
+        causal_influence(**inputs, kind="pmi")

@@ -1,4 +1,5 @@
-"""The kernels run as plain Python too (NUMBA_DISABLE_JIT=1) and give the same results."""
+"""The kernels run as plain Python too (NUMBA_DISABLE_JIT=1) and give the same results: the envs
+bit for bit, the influence kernel to float32 rounding (fastmath lets LLVM reorder its sums)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,32 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run(path, disable_jit):
+INFLUENCE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import numba
+    import numpy as np
+    import torch
+    from ssdinfluence.influence import causal_influence
+    assert numba.config.DISABLE_JIT == int(sys.argv[2])
+    g = torch.Generator().manual_seed(0)
+    P, Q, A, M, H, K = 2, 2, 3, 3, 4, 6
+    inputs = dict(gates_x=torch.randn(P, M, 4 * H, generator=g), hh=torch.randn(P, M, 4 * H, generator=g),
+                  c_prev=torch.randn(P, M, H, generator=g), block_weight=torch.randn(P, Q, A, 4 * H, generator=g),
+                  actual=torch.randint(0, A, (P, Q, M), generator=g), head_weight=torch.randn(P, H, K, generator=g),
+                  head_bias=torch.randn(P, 1, K, generator=g),
+                  speaker_logprobs=torch.log_softmax(torch.randn(P, Q, A, M, generator=g), 2))
+    with torch.no_grad():
+        out = {kind: causal_influence(**inputs, kind=kind, groups=2).numpy() for kind in ("kl", "jsd")}
+        out["pmi"] = causal_influence(**inputs, kind="pmi", taken=inputs["actual"]).numpy()
+    np.savez(sys.argv[1], **out)
+    """
+)
+
+
+def run(path, disable_jit, script=SCRIPT):
     env = dict(os.environ, NUMBA_DISABLE_JIT="1" if disable_jit else "0")
-    subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(int(disable_jit))], check=True, env=env,
+    subprocess.run([sys.executable, "-c", script, str(path), str(int(disable_jit))], check=True, env=env,
                    timeout=600)
     return np.load(path)
 
@@ -48,3 +72,12 @@ def test_python_mode_matches_jit(tmp_path):
     assert sorted(jit.files) == sorted(python.files)
     for key in jit.files:
         np.testing.assert_array_equal(jit[key], python[key], err_msg=key)
+
+
+def test_influence_kernel_in_python_mode_matches_jit(tmp_path):
+    jit = run(tmp_path / "jit.npz", disable_jit=False, script=INFLUENCE_SCRIPT)
+    python = run(tmp_path / "python.npz", disable_jit=True, script=INFLUENCE_SCRIPT)
+    assert sorted(jit.files) == ["jsd", "kl", "pmi"] == sorted(python.files)
+    for key in jit.files:
+        assert np.abs(jit[key]).max() > 1e-3, key
+        np.testing.assert_allclose(jit[key], python[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -1,0 +1,161 @@
+"""The influence reward on the CPU: counterfactual LSTM steps, heads and divergences in one pass.
+
+:func:`ssdinfluence.influence.counterfactual_logits` and :func:`~ssdinfluence.influence.divergence`
+build the influence reward out of a dozen torch ops, each of which writes a ``[P, Q, A, M, 4H]``
+temporary (2.9 MB for 5 listeners, 32 envs) and reads it back. Here one Numba kernel takes every
+(listener, block, env) cell through all its counterfactual values with the cell's gates, state
+and logits held in small buffers that stay in the L1 cache, and writes only the divergence. The
+transcendentals use :func:`_exp_into`, a polynomial ``exp`` that LLVM vectorises (``math.exp``
+is a scalar libm call, about 8x slower per element). No torch: numpy arrays in, numpy out.
+
+Shapes: P listeners, Q one-hot blocks per listener, A values per block, M samples (envs),
+G = 4H gate pre-activations (order i, f, g, o), K head outputs in ``groups`` equal groups of
+``K / groups`` outcomes (one group for a policy head; N for a model of other agents that scores
+every agent's next action).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+KIND_CODES = {"kl": 0, "jsd": 1, "pmi": 2}
+CHUNK = 8  # samples per parallel task: enough to amortise its scratch buffers
+
+_LOG2E = np.float32(1.0 / math.log(2.0))
+_LN2 = np.float32(math.log(2.0))
+
+
+@numba.njit(cache=True, fastmath=True, error_model="numpy", inline="always")
+def _exp_into(x, out, bits, n):
+    """``out[:n] = exp(x[:n])`` in float32, within 3e-7 relative error for x in [-87, 88] (clamped
+    outside). exp(x) = 2^k exp(r) with k = round(x / ln 2), |r| <= ln 2 / 2: a degree-6 Taylor
+    polynomial for exp(r), and 2^k built as float bits in ``bits`` (int32 scratch, size >= n)."""
+    scale = bits.view(np.float32)
+    for i in range(n):
+        v = min(max(x[i], np.float32(-87.0)), np.float32(88.0))
+        k = np.float32(np.floor(v * _LOG2E + np.float32(0.5)))  # float32, so r stays float32
+        r = v - k * _LN2
+        out[i] = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
+            np.float32(1.0 / 6.0) + r * (np.float32(1.0 / 24.0) + r * (
+                np.float32(1.0 / 120.0) + r * np.float32(1.0 / 720.0))))))
+        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
+    for i in range(n):
+        out[i] *= scale[i]
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+def influence_kernel(base, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, out):
+    """Divergence of each listener's head between the actual value of each block and the
+    marginal over the block's counterfactual values (Jaques et al. 2019, Eq. 1-2).
+
+    Args:
+        base: ``[P, M, G]`` float32, the gate pre-activations with the actual one-hots in place
+            (input part, recurrent part and bias summed).
+        c_prev: ``[P, M, H]`` float32, the cell state before the step.
+        block: ``[P, Q, A, G]`` float32, the input-weight rows of each listener's blocks.
+        actual: ``[P, Q, M]`` int64, the value each block actually holds.
+        head_weight: ``[P, K, H]`` float32 (output-major); head_bias: ``[P, K]`` float32.
+        speaker: ``[P, Q, A, M]`` float32, log-probability the influencer gave each value.
+        taken: ``[P, Q, M]`` int64, the outcome taken (read only for pmi, one group).
+        groups: number of outcome groups in K; kind: :data:`KIND_CODES` value.
+        out: ``[P, Q, groups, M]`` float32, written.
+    """
+    P, M, G = base.shape
+    Q, A = block.shape[1], block.shape[2]
+    H, K = G // 4, head_weight.shape[1]
+    width = K // groups
+    chunks = (M + CHUNK - 1) // CHUNK
+    for task in numba.prange(P * Q * chunks):
+        p, q, chunk = task // (Q * chunks), (task // chunks) % Q, task % chunks
+        shared = np.empty(G, np.float32)  # the gates with block q left empty
+        arg = np.empty(G, np.float32)
+        e = np.empty(G, np.float32)
+        c = np.empty(H, np.float32)
+        h = np.empty(H, np.float32)
+        logits = np.empty(A * K, np.float32)
+        probs = np.empty(A * K, np.float32)
+        joint = np.empty(A * K, np.float32)
+        bits = np.empty(max(G, A * K), np.int32)
+        log_marginal = np.empty(K, np.float32)
+        for m in range(chunk * CHUNK, min(M, (chunk + 1) * CHUNK)):
+            now = actual[p, q, m]
+            for g in range(G):
+                shared[g] = base[p, m, g] - block[p, q, now, g]
+            for a in range(A):
+                # exp(-x) for the sigmoids of i, f, o; exp(-2x) for tanh(g) = 2 sigmoid(2g) - 1
+                for g in range(G):
+                    arg[g] = -(shared[g] + block[p, q, a, g])
+                for g in range(2 * H, 3 * H):
+                    arg[g] *= np.float32(2.0)
+                _exp_into(arg, e, bits, G)
+                for j in range(H):
+                    c[j] = (c_prev[p, m, j] / (np.float32(1.0) + e[H + j])
+                            + (np.float32(2.0) / (np.float32(1.0) + e[2 * H + j]) - np.float32(1.0))
+                            / (np.float32(1.0) + e[j]))
+                    arg[j] = np.float32(-2.0) * c[j]
+                _exp_into(arg, h, bits, H)
+                for j in range(H):
+                    h[j] = (np.float32(2.0) / (np.float32(1.0) + h[j]) - np.float32(1.0)) / (np.float32(1.0) + e[3 * H + j])
+                for k in range(K):
+                    total = head_bias[p, k]
+                    for j in range(H):
+                        total += h[j] * head_weight[p, k, j]
+                    logits[a * K + k] = total
+            # log-softmax within each group: logits -> log-probabilities, probs -> probabilities
+            for a in range(A):
+                for grp in range(groups):
+                    lo = a * K + grp * width
+                    top = logits[lo]
+                    for k in range(lo + 1, lo + width):
+                        top = max(top, logits[k])
+                    for k in range(lo, lo + width):
+                        logits[k] -= top
+            _exp_into(logits, probs, bits, A * K)
+            for a in range(A):
+                for grp in range(groups):
+                    lo = a * K + grp * width
+                    total = np.float32(0.0)
+                    for k in range(lo, lo + width):
+                        total += probs[k]
+                    log_total = math.log(total)
+                    for k in range(lo, lo + width):
+                        logits[k] -= log_total
+                        probs[k] /= total
+            # log marginal over the counterfactual values, weighted by the speaker's policy
+            for k in range(K):
+                top = logits[k] + speaker[p, q, 0, m]
+                for a in range(1, A):
+                    top = max(top, logits[a * K + k] + speaker[p, q, a, m])
+                log_marginal[k] = top
+            for a in range(A):
+                for k in range(K):
+                    joint[a * K + k] = logits[a * K + k] + speaker[p, q, a, m] - log_marginal[k]
+            _exp_into(joint, joint, bits, A * K)
+            for k in range(K):
+                total = np.float32(0.0)
+                for a in range(A):
+                    total += joint[a * K + k]
+                log_marginal[k] += math.log(total)
+            for grp in range(groups):
+                lo = grp * width
+                now_lo = now * K + lo
+                value = np.float32(0.0)
+                if kind == 0:  # KL(p(.|actual) || marginal)
+                    for k in range(width):
+                        value += probs[now_lo + k] * (logits[now_lo + k] - log_marginal[lo + k])
+                    value = max(value, np.float32(0.0))
+                elif kind == 1:  # Jensen-Shannon
+                    for k in range(width):
+                        p_now, log_now = probs[now_lo + k], logits[now_lo + k]
+                        p_marginal = math.exp(log_marginal[lo + k])
+                        log_mix = math.log(np.float32(0.5) * (p_now + p_marginal))
+                        value += np.float32(0.5) * (p_now * (log_now - log_mix)
+                                                    + p_marginal * (log_marginal[lo + k] - log_mix))
+                    value = max(value, np.float32(0.0))
+                else:  # pmi: log p(taken | actual) - log p(taken)
+                    t = taken[p, q, m]
+                    value = logits[now_lo + t] - log_marginal[lo + t]
+                out[p, q, grp, m] = value

@@ -55,6 +55,9 @@ def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight
     return logits.reshape(P, Q, A, M, -1)
 
 
+COUNTERFACTUALS_PER_THREAD = 512  # (listener, block, value, env) cells per Numba thread, ~0.15 ms of work
+
+
 def causal_influence(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
               kind: str = "kl", taken=None, groups: int = 1):
     """Causal influence of every block on every listener, for all samples: the divergence
@@ -81,7 +84,7 @@ def causal_influence(gates_x, hh, c_prev, block_weight, actual, head_weight, hea
     M, K = gates_x.shape[1], head_weight.shape[-1]
     if gates_x.device.type == "cpu" and not torch.is_grad_enabled():
         out = np.empty((P, Q, groups, M), np.float32)
-        with threads.for_envs(M):
+        with threads.for_envs(P * Q * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
             influence_kernel((gates_x + hh).contiguous().numpy(), c_prev.contiguous().numpy(),
                              block_weight.contiguous().numpy(), actual.contiguous().numpy(),
                              head_weight.transpose(1, 2).contiguous().numpy(),

@@ -134,18 +134,19 @@ def _libc_function(name: str):
         return None
 
 
-def env_threads(num_envs: int, threads: int) -> int:
-    """Threads a step of ``num_envs`` envs gets out of ``threads``: one per 64 envs, at least 1."""
-    return max(1, min(threads, num_envs // ENVS_PER_THREAD))
+def env_threads(num_envs: int, threads: int, per_thread: int = ENVS_PER_THREAD) -> int:
+    """Threads a batch of ``num_envs`` units of work gets out of ``threads``: one per
+    ``per_thread`` units (64 envs for an env step), at least 1."""
+    return max(1, min(threads, num_envs // per_thread))
 
 
 @contextmanager
-def for_envs(num_envs: int):
+def for_envs(num_envs: int, per_thread: int = ENVS_PER_THREAD):
     """Run the enclosed Numba kernels of a ``num_envs`` batch on :func:`env_threads` threads."""
     import numba
 
     current = numba.get_num_threads()
-    wanted = env_threads(num_envs, current)
+    wanted = env_threads(num_envs, current, per_thread)
     if wanted == current:
         yield
         return

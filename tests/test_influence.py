@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import pytest
 import torch
 
@@ -181,3 +182,17 @@ def test_causal_influence_rejects_a_bad_kind_or_pmi_without_the_outcome():
         causal_influence(**inputs, kind="l2")
     with pytest.raises(ValueError, match="pmi needs the outcome"):
         causal_influence(**inputs, kind="pmi")
+
+
+def test_fused_cpu_kernel_gives_the_same_result_at_any_thread_count():
+    inputs = random_influence_inputs(P=4, Q=2, M=64)  # 4 x 2 x 9 x 64 cells: work for 2 threads
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for count in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(count)
+            with torch.no_grad():
+                results.append(causal_influence(**inputs, kind="jsd"))
+    finally:
+        numba.set_num_threads(before)
+    assert torch.equal(results[0], results[1])

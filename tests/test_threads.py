@@ -45,6 +45,7 @@ def test_a_users_own_settings_win():
 def test_small_batches_get_one_thread():
     assert [threads.env_threads(b, 2) for b in (1, 16, 64, 127, 128, 4096)] == [1, 1, 1, 1, 2, 2]
     assert threads.env_threads(4096, 1) == 1
+    assert [threads.env_threads(n, 2, per_thread=512) for n in (511, 1023, 1024, 10**6)] == [1, 1, 2, 2]
 
 
 def test_for_envs_restores_the_thread_count_and_keeps_results():

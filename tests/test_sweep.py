@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from ssdinfluence.cli import main
 from ssdinfluence.sweep import SweepSpec, expand, load_manifest, load_spec, run_sweep, trial_run_dirs
+from ssdinfluence.sweep.driver import reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
 # 8 env steps per update: a trial of 32 steps is 4 updates (about 10 ms each)
@@ -243,6 +244,14 @@ def test_sweep_runs_seed_major_and_a_finished_trial_needs_only_its_metrics(tmp_p
     assert [r["attempts"] for r in records] == [1, 2, 1, 1]  # expansion order: baseline s0, s1, visible s0, s1
     assert not (first / "checkpoint.pt").exists() and (first / "metrics.csv").read_text() == metrics
     assert saved_checkpoint(second)["env_steps"] == 32
+
+    # a resumed trial reports the progress it goes on from: its checkpoint's, or none without one
+    records = load_manifest(sweep_dir)
+    for r in records[:2]:
+        r.update(status="interrupted", env_steps=12345)
+    shutil.rmtree(first)
+    reconcile(sweep_dir, records)
+    assert [r["env_steps"] for r in records[:2]] == [0, 32]
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):

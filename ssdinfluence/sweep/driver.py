@@ -6,7 +6,16 @@ import time
 from pathlib import Path
 
 from .backends import make_backend
-from .manifest import Manifest, mtime, plan, record_end, record_progress, record_start, write_json
+from .manifest import (
+    Manifest,
+    checkpoint_steps_or_none,
+    mtime,
+    plan,
+    record_end,
+    record_progress,
+    record_start,
+    write_json,
+)
 from .spec import SweepSpec, Trial, expand
 
 POLL_S = 1.0
@@ -32,13 +41,8 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
     trials = expand(spec)
     root.mkdir(parents=True, exist_ok=True)
     with _driver_lock(root):
-        records = plan(root, trials)
+        records = reconcile(root, plan(root, trials))
         by_id = {r["id"]: r for r in records}
-        for r in records:
-            if r["status"] == "running":  # a driver that died without recording the end
-                r["status"] = "interrupted"
-            if r["status"] == "finished" and not (root / r["run_dir"] / "metrics.csv").exists():
-                r["status"] = "pending"  # its run directory was removed: run it again
         # A finished trial needs only its metrics (a study committed without its checkpoints goes
         # on in a fresh clone). Seed-major order: a sweep stopped part-way has run every grid
         # point at the same seeds, so its partial comparison is at equal budget.
@@ -55,6 +59,19 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
                 _drive(runner, root, todo, by_id, manifest, on_progress)
             finally:
                 runner.close()
+    return records
+
+
+def reconcile(root: Path, records: list[dict]) -> list[dict]:
+    """Bring an earlier driver's records in line with the run directories on disk (in place)."""
+    for r in records:
+        run_dir = root / r["run_dir"]
+        if r["status"] == "running":  # a driver that died without recording the end
+            r["status"] = "interrupted"
+        if r["status"] == "finished" and not (run_dir / "metrics.csv").exists():
+            r["status"] = "pending"  # its run directory was removed: run it again
+        if r["status"] != "finished":  # it goes on from its checkpoint, or from the start without one
+            r["env_steps"] = checkpoint_steps_or_none(run_dir) or 0
     return records
 
 

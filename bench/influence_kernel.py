@@ -71,11 +71,11 @@ def measure(N, B, influencers, device, repeats):
 
     @torch.no_grad()
     def kernel():
-        causal_influence(gates_x_cached, hh_cached, c, block, act, model.policy.weight, model.policy.bias, speaker)
+        causal_influence(gates_cached, c, block, act, model.policy.weight, model.policy.bias, speaker)
 
     @torch.no_grad()
     def torch_ops():
-        logits = counterfactual_logits(gates_x_cached, hh_cached, c, block, act, model.policy.weight, model.policy.bias)
+        logits = counterfactual_logits(gates_cached, c, block, act, model.policy.weight, model.policy.bias)
         divergence(logits, speaker, act, "kl")
 
     @torch.no_grad()
@@ -88,8 +88,7 @@ def measure(N, B, influencers, device, repeats):
                 model.step(obs, changed, (h, c), start)
 
     with torch.no_grad():
-        gates_x_cached = model.lstm_inputs(model.features(obs), extra)
-        hh_cached = torch.bmm(h, model.lstm.weight_hh)
+        gates_cached = model.lstm.gates(model.lstm_inputs(model.features(obs), extra), h)
     t_forward = timed(sync(forward), repeats)
     t_kernel = timed(sync(kernel), repeats)
     t_torch_ops = timed(sync(torch_ops), repeats)

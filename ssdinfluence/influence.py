@@ -24,13 +24,12 @@ from .names import DIVERGENCES
 from .networks import matmul_weight, tanh, tanh_
 
 
-def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias):
+def counterfactual_logits(gates, c_prev, block_weight, actual, head_weight, head_bias):
     """Head logits of every listener under every value of every one-hot block.
 
     Args:
-        gates_x: ``[P, M, G]`` input part of the gate pre-activations (bias included) with the
-            actual one-hots in place, G = 4H.
-        hh: ``[P, M, G]`` recurrent part, ``h_{t-1} @ W_hh``.
+        gates: ``[P, M, G]`` the gate pre-activations with the actual one-hots in place (input
+            part, bias and recurrent part ``h_{t-1} @ W_hh``: :meth:`BatchedLSTM.gates`), G = 4H.
         c_prev: ``[P, M, H]`` cell state before the step.
         block_weight: ``[P, Q, A, G]`` the input-weight rows of each listener's Q blocks.
         actual: ``[P, Q, M]`` int64, the value each block actually holds.
@@ -39,11 +38,11 @@ def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight
         ``[P, Q, A, M, K]`` float32: listener p's logits when block q holds value a.
     """
     P, Q, A, G = block_weight.shape
-    M, H = gates_x.shape[1], c_prev.shape[-1]
+    M, H = gates.shape[1], c_prev.shape[-1]
     actual_rows = torch.gather(block_weight, 2, actual.unsqueeze(-1).expand(P, Q, M, G))  # [P, Q, M, G]
-    base = (gates_x + hh).unsqueeze(1) - actual_rows  # [P, Q, M, G]: block q left empty
-    gates = base.unsqueeze(2) + block_weight.unsqueeze(3)  # [P, Q, A, M, G]
-    i, f, g, o = gates.chunk(4, dim=-1)
+    base = gates.unsqueeze(1) - actual_rows  # [P, Q, M, G]: block q left empty
+    every = base.unsqueeze(2) + block_weight.unsqueeze(3)  # [P, Q, A, M, G]
+    i, f, g, o = every.chunk(4, dim=-1)
     if torch.is_grad_enabled():
         c = torch.sigmoid(f) * c_prev[:, None, None] + torch.sigmoid(i) * tanh(g)
         h = torch.sigmoid(o) * tanh(c)
@@ -58,7 +57,7 @@ def counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight
 COUNTERFACTUALS_PER_THREAD = 512  # (listener, block, value, env) cells per Numba thread, ~0.15 ms of work
 
 
-def causal_influence(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
+def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
               kind: str = "kl", taken=None, groups: int = 1):
     """Causal influence of every block on every listener, for all samples: the divergence
     between the listener's head at the block's actual value and its marginal over the values.
@@ -81,17 +80,17 @@ def causal_influence(gates_x, hh, c_prev, block_weight, actual, head_weight, hea
     if kind == "pmi" and (taken is None or groups != 1):
         raise ValueError("pmi needs the outcome actually taken, and one outcome group")
     P, Q, A, G = block_weight.shape
-    M, K = gates_x.shape[1], head_weight.shape[-1]
-    if gates_x.device.type == "cpu" and not torch.is_grad_enabled():
+    M, K = gates.shape[1], head_weight.shape[-1]
+    if gates.device.type == "cpu" and not torch.is_grad_enabled():
         out = np.empty((P, Q, groups, M), np.float32)
         with threads.for_envs(P * Q * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
-            influence_kernel((gates_x + hh).contiguous().numpy(), c_prev.contiguous().numpy(),
+            influence_kernel(gates.contiguous().numpy(), c_prev.contiguous().numpy(),
                              block_weight.contiguous().numpy(), actual.contiguous().numpy(),
                              head_weight.transpose(1, 2).contiguous().numpy(),
                              head_bias.reshape(P, K).contiguous().numpy(), speaker_logprobs.contiguous().numpy(),
                              (actual if taken is None else taken).contiguous().numpy(), groups, KIND_CODES[kind], out)
         return torch.from_numpy(out)
-    logits = counterfactual_logits(gates_x, hh, c_prev, block_weight, actual, head_weight, head_bias)
+    logits = counterfactual_logits(gates, c_prev, block_weight, actual, head_weight, head_bias)
     logits = logits.unflatten(-1, (groups, K // groups)).permute(0, 1, 4, 2, 3, 5)  # [P, Q, groups, A, M, K/groups]
     by_group = (P, Q, groups, M)
     return divergence(logits, speaker_logprobs.unsqueeze(2), actual.unsqueeze(2).expand(by_group), kind,

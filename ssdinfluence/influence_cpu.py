@@ -47,12 +47,12 @@ def _exp_into(x, out, bits, n):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def influence_kernel(base, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, out):
+def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, out):
     """Divergence of each listener's head between the actual value of each block and the
     marginal over the block's counterfactual values (Jaques et al. 2019, Eq. 1-2).
 
     Args:
-        base: ``[P, M, G]`` float32, the gate pre-activations with the actual one-hots in place
+        gates: ``[P, M, G]`` float32, the gate pre-activations with the actual one-hots in place
             (input part, recurrent part and bias summed).
         c_prev: ``[P, M, H]`` float32, the cell state before the step.
         block: ``[P, Q, A, G]`` float32, the input-weight rows of each listener's blocks.
@@ -63,7 +63,7 @@ def influence_kernel(base, c_prev, block, actual, head_weight, head_bias, speake
         groups: number of outcome groups in K; kind: :data:`KIND_CODES` value.
         out: ``[P, Q, groups, M]`` float32, written.
     """
-    P, M, G = base.shape
+    P, M, G = gates.shape
     Q, A = block.shape[1], block.shape[2]
     H, K = G // 4, head_weight.shape[1]
     width = K // groups
@@ -83,7 +83,7 @@ def influence_kernel(base, c_prev, block, actual, head_weight, head_bias, speake
         for m in range(chunk * CHUNK, min(M, (chunk + 1) * CHUNK)):
             now = actual[p, q, m]
             for g in range(G):
-                shared[g] = base[p, m, g] - block[p, q, now, g]
+                shared[g] = gates[p, m, g] - block[p, q, now, g]
             for a in range(A):
                 # exp(-x) for the sigmoids of i, f, o; exp(-2x) for tanh(g) = 2 sigmoid(2g) - 1
                 for g in range(G):

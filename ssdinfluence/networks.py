@@ -133,7 +133,15 @@ class BatchedLSTM(nn.Module):
 
     def cell(self, gates_x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         """One step from precomputed input gates ``[N, M, 4H]`` and state ``[N, M, H]`` each."""
-        gates = torch.baddbmm(gates_x, h, self.weight_hh)
+        return self.activate(self.gates(gates_x, h), c)
+
+    def gates(self, gates_x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The gate pre-activations ``[N, M, 4H]``: the input part plus ``h @ W_hh``."""
+        return torch.baddbmm(gates_x, h, self.weight_hh)
+
+    @staticmethod
+    def activate(gates: torch.Tensor, c: torch.Tensor):
+        """``(h, c)`` after the step from the pre-activations ``[N, M, 4H]`` and ``c [N, M, H]``."""
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * tanh(g)
         h = torch.sigmoid(o) * tanh(c)

@@ -204,23 +204,23 @@ class BasicInfluence(Policy):
         # 2. influencees see the influencers' actions of this step
         actions_so_far = torch.zeros(B, N, dtype=torch.long, device=obs.device)
         actions_so_far[:, :m] = influencer_actions.T
-        gates_x = model.lstm_inputs(features, self.extra(actions_so_far))
-        h_new, c_new = model.lstm.cell(gates_x, h, c)
+        gates = model.lstm.gates(model.lstm_inputs(features, self.extra(actions_so_far)), h)
+        h_new, c_new = model.lstm.activate(gates, c)
         logits, values = model.heads(h_new)  # influencer rows equal step 1's
         influencee_actions, _ = sample(logits[m:], sampler, greedy)
         actions = torch.cat([influencer_actions, influencee_actions])  # [N, B]
         logprobs = torch.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         # 3. the influencers' causal influence on each influencee (listeners m..N-1)
         listeners = slice(m, N)
-        G = gates_x.shape[-1]
+        G = gates.shape[-1]
         block_weight = model.lstm.weight_ih[listeners, -m * self.num_actions:].reshape(N - m, m, self.num_actions, G)
         actual = influencer_actions.unsqueeze(0).expand(N - m, m, B)
         speaker_logprobs = torch.log_softmax(first_logits[:m], -1).transpose(1, 2)  # [m, A, B]
         taken = actions[listeners].unsqueeze(1).expand(N - m, m, B)
-        felt = causal_influence(gates_x[listeners], torch.bmm(h[listeners], model.lstm.weight_hh[listeners]),
-                                 c[listeners], block_weight, actual, model.policy.weight[listeners], model.policy.bias[listeners],
-                                 speaker_logprobs.unsqueeze(0).expand(N - m, m, self.num_actions, B), self.kind,
-                                 taken=taken).squeeze(2)  # [N-m, m, B]: influence of k on j
+        felt = causal_influence(gates[listeners], c[listeners], block_weight, actual, model.policy.weight[listeners],
+                                model.policy.bias[listeners],
+                                speaker_logprobs.unsqueeze(0).expand(N - m, m, self.num_actions, B), self.kind,
+                                taken=taken).squeeze(2)  # [N-m, m, B]: influence of k on j
         pairs = torch.zeros(B, N, N, device=obs.device)
         pairs[:, :m, m:] = felt.permute(2, 1, 0)
         influence = pairs.sum(2)  # [B, N]: what each agent exerted
@@ -287,13 +287,12 @@ class ModelOfOtherAgentsInfluence(Policy):
         logits, values = agents.heads(h_new)
         actions, logprobs = sample(logits, sampler, greedy)  # [N, B]
         N = self.num_agents
-        moa_gates = moa.input_gates(conv, actions.T)  # [N, B, 4H], with a_t of every agent
-        moa_h_new, moa_c_new = moa.lstm.cell(moa_gates, moa_h, moa_c)
+        moa_gates = moa.lstm.gates(moa.input_gates(conv, actions.T), moa_h)  # [N, B, 4H], with a_t of every agent
+        moa_h_new, moa_c_new = moa.lstm.activate(moa_gates, moa_c)
         # counterfactuals of each agent's own action in its own MOA
         speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1)  # [N_k, 1, A, B]
-        felt = causal_influence(moa_gates, torch.bmm(moa_h, moa.lstm.weight_hh), moa_c, moa.action_block_weight(),
-                                 actions.unsqueeze(1), moa.head.weight, moa.head.bias, speaker, self.kind,
-                                 groups=N).squeeze(1)  # [N_k, N_j, B]: k's MOA, its own action varied
+        felt = causal_influence(moa_gates, moa_c, moa.action_block_weight(), actions.unsqueeze(1), moa.head.weight,
+                                moa.head.bias, speaker, self.kind, groups=N).squeeze(1)  # [N_k, N_j, B]: k's MOA, its own action varied
         counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
         pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
         return ActOutput(actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {})
@@ -429,8 +428,8 @@ class InfluentialCommunication(Policy):
         agents, N, V = self.networks.agents, self.num_agents, self.vocabulary
         h, c, one_hot, message_logprobs = reset_state(state, episode_start)
         B = obs.shape[0]
-        gates_x = agents.lstm_inputs(agents.features(obs), self._extra(one_hot))
-        h_new, c_new = agents.lstm.cell(gates_x, h, c)
+        gates = agents.lstm.gates(agents.lstm_inputs(agents.features(obs), self._extra(one_hot)), h)
+        h_new, c_new = agents.lstm.activate(gates, c)
         logits, values, message_logits, message_values = self._heads(h_new)
         actions, logprobs = sample(logits, sampler, greedy)
         messages, new_message_logprobs = sample(message_logits, sampler, greedy)
@@ -440,8 +439,8 @@ class InfluentialCommunication(Policy):
         actual = previous.unsqueeze(0).expand(N, N, B)
         speaker = message_logprobs.transpose(1, 2).unsqueeze(0).expand(N, N, V, B)
         taken = actions.unsqueeze(1).expand(N, N, B)
-        felt = causal_influence(gates_x, torch.bmm(h, agents.lstm.weight_hh), c, block_weight, actual,
-                                 agents.policy.weight, agents.policy.bias, speaker, self.kind, taken=taken).squeeze(2)  # [N_j, N_k, B]
+        felt = causal_influence(gates, c, block_weight, actual, agents.policy.weight, agents.policy.bias, speaker,
+                                self.kind, taken=taken).squeeze(2)  # [N_j, N_k, B]
         spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
         pairs = (felt * self.not_self.T.unsqueeze(-1)).permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
         new_one_hot = F.one_hot(messages, V).float()

@@ -35,7 +35,7 @@ def kernel_logits(model, obs, extra, state, blocks, fc_size=32):
     weight = model.lstm.weight_ih  # [P, fc + E, G]
     block_weight = torch.stack([weight[:, fc_size + off:fc_size + off + size] for off, size in blocks], dim=1)
     actual = torch.stack([extra[:, :, off:off + size].argmax(-1) for off, size in blocks], dim=1)  # [P, Q, M]
-    return counterfactual_logits(gates_x, hh, c, block_weight, actual, model.policy.weight, model.policy.bias)
+    return counterfactual_logits(gates_x + hh, c, block_weight, actual, model.policy.weight, model.policy.bias)
 
 
 @pytest.mark.parametrize("num_agents", [2, 5])
@@ -138,7 +138,7 @@ def random_influence_inputs(P=3, Q=2, A=9, M=11, H=16, K=9, scale=2.0, seed=0):
     """Inputs of :func:`causal_influence` at gate scales beyond a trained network's."""
     g = torch.Generator().manual_seed(seed)
     return dict(
-        gates_x=scale * torch.randn(P, M, 4 * H, generator=g), hh=torch.randn(P, M, 4 * H, generator=g),
+        gates=scale * torch.randn(P, M, 4 * H, generator=g),
         c_prev=scale * torch.randn(P, M, H, generator=g), block_weight=scale * torch.randn(P, Q, A, 4 * H, generator=g),
         actual=torch.randint(0, A, (P, Q, M), generator=g), head_weight=torch.randn(P, H, K, generator=g),
         head_bias=torch.randn(P, 1, K, generator=g),
@@ -154,8 +154,8 @@ def test_fused_cpu_kernel_equals_the_torch_ops(kind, groups):
     torch_ops = causal_influence(**inputs, kind=kind, taken=taken, groups=groups)  # autograd on: torch's ops
     assert fused.shape == torch_ops.shape == (3, 2, groups, 11)
     # by hand for one cell: counterfactual_logits + divergence on the group's slice of the head
-    logits = counterfactual_logits(*(inputs[k] for k in ("gates_x", "hh", "c_prev", "block_weight", "actual",
-                                                        "head_weight", "head_bias")))  # [P, Q, A, M, K]
+    logits = counterfactual_logits(*(inputs[k] for k in ("gates", "c_prev", "block_weight", "actual", "head_weight",
+                                                        "head_bias")))  # [P, Q, A, M, K]
     last = logits[..., -9:]
     by_hand = divergence(last, inputs["speaker_logprobs"], inputs["actual"], kind,
                          taken=taken)  # the last group, [P, Q, M]

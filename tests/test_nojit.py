@@ -46,7 +46,7 @@ INFLUENCE_SCRIPT = textwrap.dedent(
     assert numba.config.DISABLE_JIT == int(sys.argv[2])
     g = torch.Generator().manual_seed(0)
     P, Q, A, M, H, K = 2, 2, 3, 3, 4, 6
-    inputs = dict(gates_x=torch.randn(P, M, 4 * H, generator=g), hh=torch.randn(P, M, 4 * H, generator=g),
+    inputs = dict(gates=torch.randn(P, M, 4 * H, generator=g),
                   c_prev=torch.randn(P, M, H, generator=g), block_weight=torch.randn(P, Q, A, 4 * H, generator=g),
                   actual=torch.randint(0, A, (P, Q, M), generator=g), head_weight=torch.randn(P, H, K, generator=g),
                   head_bias=torch.randn(P, 1, K, generator=g),

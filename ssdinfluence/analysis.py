@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Config
 from .metrics import OUTCOME_KEYS, influence_statistics, instantaneous_coordination, speaker_consistency
 from .trajectories import TrajectoryReader
 
@@ -56,6 +57,7 @@ PAPER_TABLE4 = {
 # are seeds of one configuration.
 IGNORED_FIELDS = {"seed", "out", "device", "threads", "steps", "log_trajectories", "log_every",
                   "log_observations", "checkpoint_every"}
+_DEFAULTS = Config().to_dict()
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom (beyond: the normal 1.96).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -332,7 +334,10 @@ def confidence_interval(values) -> tuple[float, float, int]:
 def _configurations(runs: list[Run]) -> list[tuple[str, list[Run]]]:
     """Runs grouped into configurations, each with a readable label (see the module docstring)."""
     def key(run):
-        return {k: v for k, v in run.config.items() if k not in IGNORED_FIELDS}
+        # A config.json written before a setting existed ran with its default (new settings
+        # default to the old behaviour), so a missing field is compared as that default.
+        config = {**_DEFAULTS, **run.config}
+        return {k: v for k, v in config.items() if k not in IGNORED_FIELDS}
 
     groups: list[tuple[dict, list[Run]]] = []
     for run in runs:

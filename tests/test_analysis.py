@@ -128,6 +128,17 @@ def test_compare_runs_groups_seeds_and_reports_the_paper(tmp_path):
     assert by_label["influence lr=0.001"]["collective_return"]["mean"] == pytest.approx(2.5)
 
 
+def test_a_setting_missing_from_an_older_config_counts_as_its_default(tmp_path):
+    old = fake_run(tmp_path / "old", [10.0], seed=0)
+    config = json.loads((old / "config.json").read_text())
+    del config["target_kl"]  # written before target_kl existed
+    (old / "config.json").write_text(json.dumps(config))
+    runs = [old, fake_run(tmp_path / "new", [20.0], seed=1), fake_run(tmp_path / "kl", [5.0], seed=0, target_kl=0.02)]
+    rows = {row["label"]: row for row in analysis.compare_runs(runs, window=0.05)}
+    assert set(rows) == {"baseline target_kl=0.0", "baseline target_kl=0.02"}
+    assert rows["baseline target_kl=0.0"]["seeds"] == [0, 1]
+
+
 def test_compare_runs_drops_seeds_where_an_agent_never_learned(tmp_path):
     runs = [fake_run(tmp_path / "a", [10.0], agent_finals=[5.0, 5.0], seed=0),
             fake_run(tmp_path / "b", [30.0], agent_finals=[30.0, 0.0], seed=1)]

@@ -100,10 +100,13 @@ class ConvFeaturesLinear(BatchedLinear):
         super().__init__(num_agents, channels * pixels, out_size)
         self.channels, self.pixels = channels, pixels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pixel_major_weight(self) -> torch.Tensor:
+        """The weight with its rows in the features' (pixel, channel) order, ``[N, P*C, out]``."""
         N, _, out = self.weight.shape
-        weight = self.weight.view(N, self.channels, self.pixels, out).transpose(1, 2).reshape(N, -1, out)
-        return torch.baddbmm(self.bias, x, weight)
+        return self.weight.view(N, self.channels, self.pixels, out).transpose(1, 2).reshape(N, -1, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.pixel_major_weight())
 
 
 def matmul_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -176,7 +179,22 @@ class AgentNetworks(nn.Module):
 
     def fc(self, conv: torch.Tensor) -> torch.Tensor:
         """The two FC layers, ``[N, M, C*13*13] -> [N, M, fc_size]``."""
-        return tanh(self.fc2(tanh(self.fc1(conv))))
+        return self.fc_rest(self.fc1(conv))
+
+    def fc_rest(self, fc1: torch.Tensor) -> torch.Tensor:
+        """The FC stack after fc1's matmul: ``[N, M, fc_size]`` pre-activation -> features."""
+        return tanh(self.fc2(tanh(fc1)))
+
+    def first_layers(self, obs: torch.Tensor, *others: ConvFeaturesLinear) -> tuple[torch.Tensor, ...]:
+        """The conv and, on its features, fc1 and other first FC layers (the MOA's) in one matmul
+        (their weights side by side): ``obs [M, N, 15, 15, 3] uint8 ->`` one ``[N, M, out]``
+        pre-activation per layer. One matmul instead of one per layer also makes the backward
+        one matmul into the 20 MB features of a minibatch, not one per layer and their sum."""
+        layers = (self.fc1, *others)
+        weight = torch.cat([layer.pixel_major_weight() for layer in layers], -1)
+        bias = torch.cat([layer.bias for layer in layers], -1)
+        out = torch.baddbmm(bias, self.conv(obs), weight)
+        return out.split([layer.weight.shape[-1] for layer in layers], -1)
 
     def conv(self, obs: torch.Tensor) -> torch.Tensor:
         """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, 13*13*C] float32``, features in
@@ -363,9 +381,10 @@ class ModelOfOtherAgents(nn.Module):
         self.lstm = BatchedLSTM(num_agents, fc_size + num_agents * num_actions, lstm_size)
         self.head = BatchedLinear(num_agents, lstm_size, num_agents * num_actions)
 
-    def input_gates(self, conv: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``conv [N, M, C*13*13]``, ``actions [M, N]`` int64 -> gates ``[N, M, 4H]``."""
-        x = tanh(self.fc2(tanh(self.fc1(conv))))
+    def input_gates(self, fc1: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``fc1 [N, M, fc]`` the pre-activation of its first FC layer on the shared conv features
+        (:meth:`AgentNetworks.first_layers`), ``actions [M, N]`` int64 -> gates ``[N, M, 4H]``."""
+        x = tanh(self.fc2(tanh(fc1)))
         one_hot = F.one_hot(actions, self.num_actions).float().flatten(1)  # [M, N*A]
         return self.lstm.input_gates(torch.cat([x, one_hot.unsqueeze(0).expand(self.num_agents, -1, -1)], -1))
 

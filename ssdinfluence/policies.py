@@ -282,12 +282,12 @@ class ModelOfOtherAgentsInfluence(Policy):
     def act(self, obs, prev_actions, visible, state, episode_start, sampler, greedy=False):
         agents, moa = self.networks.agents, self.networks.moa
         h, c, moa_h, moa_c = reset_state(state, episode_start)
-        conv = agents.conv(obs)  # [N, B, F], shared by both branches
-        h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc(conv), None), h, c)
+        fc1, moa_fc1 = agents.first_layers(obs, moa.fc1)  # [N, B, fc] each, on the shared conv
+        h_new, c_new = agents.lstm.cell(agents.lstm_inputs(agents.fc_rest(fc1), None), h, c)
         logits, values = agents.heads(h_new)
         actions, logprobs = sample(logits, sampler, greedy)  # [N, B]
         N = self.num_agents
-        moa_gates = moa.lstm.gates(moa.input_gates(conv, actions.T), moa_h)  # [N, B, 4H], with a_t of every agent
+        moa_gates = moa.lstm.gates(moa.input_gates(moa_fc1, actions.T), moa_h)  # [N, B, 4H], with a_t of every agent
         moa_h_new, moa_c_new = moa.lstm.activate(moa_gates, moa_c)
         # counterfactuals of each agent's own action in its own MOA
         speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1)  # [N_k, 1, A, B]
@@ -301,14 +301,14 @@ class ModelOfOtherAgentsInfluence(Policy):
         agents, moa = self.networks.agents, self.networks.moa
         obs, starts = batch["obs"], batch["episode_start"]
         T, B, N = batch["actions"].shape
-        conv = agents.conv(obs.reshape(T * B, *obs.shape[2:]))  # [N, T*B, F]
-        gates_x = agents.lstm_inputs(agents.fc(conv), None).reshape(N, T, B, -1)
+        fc1, moa_fc1 = agents.first_layers(obs.reshape(T * B, *obs.shape[2:]), moa.fc1)  # [N, T*B, fc] each
+        gates_x = agents.lstm_inputs(agents.fc_rest(fc1), None).reshape(N, T, B, -1)
         hidden, _ = run_lstm(agents.lstm, gates_x, state[:2], starts)
         logits, values = agents.heads(hidden.reshape(N, T * B, -1))
         logits = logits.reshape(N, T, B, -1).transpose(0, 1)
         values = values.reshape(N, T, B).transpose(0, 1)
         # the MOA: predictions at t of everyone's action at t + 1
-        moa_gates = moa.input_gates(conv, batch["actions"].reshape(T * B, N)).reshape(N, T, B, -1)
+        moa_gates = moa.input_gates(moa_fc1, batch["actions"].reshape(T * B, N)).reshape(N, T, B, -1)
         moa_hidden, _ = run_lstm(moa.lstm, moa_gates, state[2:], starts)
         predicted = moa.predict(moa_hidden.reshape(N, T * B, -1))  # [N_k, T*B, N_j, A]
         loss, accuracy = self.moa_loss(predicted, batch["next_actions"].reshape(T * B, N),

@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ssdinfluence.networks import AgentNetworks, BatchedLSTM, reset_state, run_lstm, tanh, tanh_
+from ssdinfluence.networks import (
+    AgentNetworks,
+    BatchedLSTM,
+    ConvFeaturesLinear,
+    reset_state,
+    run_lstm,
+    tanh,
+    tanh_,
+)
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
@@ -85,6 +93,24 @@ def test_conv_and_fc_equal_the_plain_ops_in_output_and_gradient(M, device):
     params = [model.conv_weight, model.conv_bias, model.fc1.weight, model.fc1.bias]
     for g_new, g_old in zip(grads((new * weight).sum(), params), grads((old * weight).sum(), params), strict=True):
         torch.testing.assert_close(g_new, g_old, **TOL)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_first_layers_of_two_branches_equal_the_plain_ops(device):
+    """The MOA's first FC layer rides on the policy's conv pass and matmul: both pre-activations,
+    and the gradients of both layers and of the shared conv, equal the plain ops'."""
+    torch.manual_seed(3)
+    model = AgentNetworks(5, 9).double().to(device)
+    other = ConvFeaturesLinear(5, 6, 169, 20).double().to(device)
+    obs = torch.randint(0, 256, (45, 5, 15, 15, 3), dtype=torch.uint8, device=device)
+    conv = reference_conv(model, obs)
+    old = [torch.baddbmm(layer.bias, conv, layer.weight) for layer in (model.fc1, other)]
+    new = model.first_layers(obs, other)
+    params = [model.conv_weight, model.conv_bias, model.fc1.weight, model.fc1.bias, other.weight, other.bias]
+    weights = [torch.randn_like(x) for x in old]
+    loss = [sum((x * w).sum() for x, w in zip(outs, weights, strict=True)) for outs in (new, old)]
+    for a, b in zip((*new, *grads(loss[0], params)), (*old, *grads(loss[1], params)), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -122,7 +122,7 @@ def test_moa_influence_matches_rerunning_the_moa():
     moa, agents = policy.networks.moa, policy.networks.agents
     with torch.no_grad():
         actions, _, _, _, influence, pairs, _ = policy.act(obs, None, visible, state, start, torch.Generator().manual_seed(2))
-        conv = agents.conv(obs)
+        moa_fc1 = agents.first_layers(obs, moa.fc1)[1]
         speaker_logits, _, _ = agents.step(obs, None, state[:2], start)
         expected = torch.zeros(B, N, N)
         for k in range(N):
@@ -130,7 +130,7 @@ def test_moa_influence_matches_rerunning_the_moa():
             for a in range(A):
                 cf = actions.T.clone()
                 cf[:, k] = a
-                h, _ = moa.lstm.cell(moa.input_gates(conv, cf), state[2], state[3])
+                h, _ = moa.lstm.cell(moa.input_gates(moa_fc1, cf), state[2], state[3])
                 per_value.append(moa.predict(h)[k])  # [B, N_j, A]
             cf_logits = torch.stack(per_value).permute(2, 0, 1, 3)  # [N_j, A~, B, A]
             speaker = torch.log_softmax(speaker_logits[k], -1).T.unsqueeze(0).expand(N, A, B)

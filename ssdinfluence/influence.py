@@ -58,7 +58,7 @@ COUNTERFACTUALS_PER_THREAD = 512  # (listener, block, value, env) cells per Numb
 
 
 def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
-                     kind: str = "kl", taken=None, groups: int = 1):
+                     kind: str = "kl", taken=None, groups: int = 1, pairs=None):
     """Causal influence of every block on every listener, for all samples: the divergence
     between the listener's head at the block's actual value and its marginal over the values.
 
@@ -68,6 +68,8 @@ def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias
             outcome taken (pmi only).
         groups: the head's K outputs score ``groups`` outcomes of K / groups values each (a
             model of other agents predicts every agent's action: groups = N).
+        pairs: ``[P, Q]`` bool, the (listener, block) pairs wanted, or None for all; the others
+            are 0 (the kernel skips them: an agent's own message in its own network, say).
     Returns:
         ``[P, Q, groups, M]`` float32.
 
@@ -82,20 +84,25 @@ def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias
         raise ValueError("pmi needs the outcome actually taken, and one outcome group")
     P, Q, A, G = block_weight.shape
     M, K = gates.shape[1], head_weight.shape[-1]
+    if pairs is not None and tuple(pairs.shape) != (P, Q):
+        raise ValueError(f"pairs must be [P, Q] = [{P}, {Q}], got {list(pairs.shape)}")
     if gates.device.type == "cpu" and not torch.is_grad_enabled():
-        out = np.empty((P, Q, groups, M), np.float32)
-        with threads.for_envs(P * Q * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
+        wanted = np.argwhere(np.ones((P, Q), bool) if pairs is None else pairs.numpy())  # [R, 2] int64
+        out = (np.empty if pairs is None else np.zeros)((P, Q, groups, M), np.float32)
+        with threads.for_envs(len(wanted) * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
             influence_kernel(gates.contiguous().numpy(), c_prev.contiguous().numpy(),
                              block_weight.contiguous().numpy(), actual.contiguous().numpy(),
                              head_weight.transpose(1, 2).contiguous().numpy(),
                              head_bias.reshape(P, K).contiguous().numpy(), speaker_logprobs.contiguous().numpy(),
-                             (actual if taken is None else taken).contiguous().numpy(), groups, KIND_CODES[kind], out)
+                             (actual if taken is None else taken).contiguous().numpy(), groups, KIND_CODES[kind],
+                             wanted, out)
         return torch.from_numpy(out)
     logits = counterfactual_logits(gates, c_prev, block_weight, actual, head_weight, head_bias)
     logits = logits.unflatten(-1, (groups, K // groups)).permute(0, 1, 4, 2, 3, 5)  # [P, Q, groups, A, M, K/groups]
     by_group = (P, Q, groups, M)
-    return divergence(logits, speaker_logprobs.unsqueeze(2), actual.unsqueeze(2).expand(by_group), kind,
-                      taken=None if taken is None else taken.unsqueeze(2).expand(by_group))
+    value = divergence(logits, speaker_logprobs.unsqueeze(2), actual.unsqueeze(2).expand(by_group), kind,
+                       taken=None if taken is None else taken.unsqueeze(2).expand(by_group))
+    return value if pairs is None else value * pairs.to(value.device, value.dtype).view(P, Q, 1, 1)
 
 
 def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):

@@ -47,9 +47,11 @@ def _exp_into(x, out, bits, n):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, out):
+def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, pairs,
+                     out):
     """Divergence of each listener's head between the actual value of each block and the
-    marginal over the block's counterfactual values (Jaques et al. 2019, Eq. 1-2).
+    marginal over the block's counterfactual values (Jaques et al. 2019, Eq. 1-2), for the
+    (listener, block) pairs listed in ``pairs``.
 
     Args:
         gates: ``[P, M, G]`` float32, the gate pre-activations with the actual one-hots in place
@@ -61,15 +63,17 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
         speaker: ``[P, Q, A, M]`` float32, log-probability the influencer gave each value.
         taken: ``[P, Q, M]`` int64, the outcome taken (read only for pmi, one group).
         groups: number of outcome groups in K; kind: :data:`KIND_CODES` value.
-        out: ``[P, Q, groups, M]`` float32, written.
+        pairs: ``[R, 2]`` int64, the (p, q) pairs to evaluate (the others are not touched).
+        out: ``[P, Q, groups, M]`` float32, written at the listed pairs.
     """
-    P, M, G = gates.shape
-    Q, A = block.shape[1], block.shape[2]
+    M, G = gates.shape[1], gates.shape[2]
+    A = block.shape[2]
     H, K = G // 4, head_weight.shape[1]
     width = K // groups
     chunks = (M + CHUNK - 1) // CHUNK
-    for task in numba.prange(P * Q * chunks):
-        p, q, chunk = task // (Q * chunks), (task // chunks) % Q, task % chunks
+    for task in numba.prange(pairs.shape[0] * chunks):
+        pair, chunk = task // chunks, task % chunks
+        p, q = pairs[pair, 0], pairs[pair, 1]
         shared = np.empty(G, np.float32)  # the gates with block q left empty
         arg = np.empty(G, np.float32)
         e = np.empty(G, np.float32)

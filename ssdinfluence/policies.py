@@ -440,9 +440,9 @@ class InfluentialCommunication(Policy):
         speaker = message_logprobs.transpose(1, 2).unsqueeze(0).expand(N, N, V, B)
         taken = actions.unsqueeze(1).expand(N, N, B)
         felt = causal_influence(gates, c, block_weight, actual, agents.policy.weight, agents.policy.bias, speaker,
-                                self.kind, taken=taken).squeeze(2)  # [N_j, N_k, B]
+                                self.kind, taken=taken, pairs=self.not_self).squeeze(2)  # [N_j, N_k, B], 0 where j = k
         spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
-        pairs = (felt * self.not_self.T.unsqueeze(-1)).permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
+        pairs = felt.permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
         new_one_hot = F.one_hot(messages, V).float()
         state = (h_new, c_new, new_one_hot, torch.log_softmax(message_logits, -1))
         prev_messages = torch.where(spoke.view(1, B), previous, torch.full_like(previous, -1))

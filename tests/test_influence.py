@@ -164,6 +164,21 @@ def test_fused_cpu_kernel_equals_the_torch_ops(kind, groups):
     assert fused.abs().max() > 1e-2  # the inputs make real influence, so the comparison means something
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_only_the_wanted_pairs_are_computed_and_the_rest_are_zero(groups):
+    inputs = random_influence_inputs(K=9 * groups)
+    pairs = torch.tensor([[True, False], [False, False], [True, True]])
+    with torch.no_grad():
+        every = causal_influence(**inputs, groups=groups)
+        fused = causal_influence(**inputs, groups=groups, pairs=pairs)
+    torch_ops = causal_influence(**inputs, groups=groups, pairs=pairs)  # autograd on: torch's ops
+    torch.testing.assert_close(fused, torch_ops, atol=1e-5, rtol=1e-5)
+    assert torch.equal(fused[pairs], every[pairs])
+    assert (fused[~pairs] == 0).all() and (every[~pairs].abs().amax(-1) > 1e-2).all()  # skipped, not just small
+    with pytest.raises(ValueError, match=r"pairs must be \[P, Q\] = \[3, 2\], got \[2, 3\]"):
+        causal_influence(**inputs, pairs=pairs.T)
+
+
 def test_fused_cpu_kernel_stays_finite_where_probabilities_underflow():
     inputs = random_influence_inputs(scale=60.0)  # saturated gates; logits hundreds apart
     inputs["head_weight"] = inputs["head_weight"] * 50.0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared check of the GPU path, under 8 minutes on one GPU:
-#   bash bench/gpu_check.sh                  # CUDA: tests, train_speed at B = 256, 1024, 4096, kernel
+#   bash bench/gpu_check.sh                  # CUDA: tests, train_speed at B = 256, 1024, 4096 (and
+#                                            # double-buffered at 1024, 4096), kernel
 #   bash bench/gpu_check.sh --device cpu     # the same steps at a CI-small size (tests/test_gpu_check.py)
 #   bash bench/gpu_check.sh --out DIR        # JSON elsewhere (default bench/results)
 # Steps, each under its own time limit so that one that hangs cannot take the others' time:
@@ -8,9 +9,13 @@
 #      runs these tests, so the step is left out;
 #   2. bench/train_speed.py for the baseline and each influence model (influence, moa, comm; the
 #      *-baseline twins cost the same) at each batch size;
-#   3. bench/influence_kernel.py on the device.
-# Writes DIR/gpu_check_train_speed.json, DIR/gpu_check_influence_kernel.json and DIR/gpu_check.json
-# (device, versions, each step's exit status and seconds); exits 1 if a step failed.
+#   3. the same with double_buffer on, at the large batch sizes (the env steps one half of the
+#      batch on the CPU while the GPU acts on the other);
+#   4. bench/influence_kernel.py on the device.
+# Writes DIR/gpu_check_train_speed.json, DIR/gpu_check_double_buffer.json (rows are written as
+# they finish: a step cut off by its limit keeps what it measured), DIR/gpu_check_influence_kernel.json
+# and DIR/gpu_check.json (device, versions, each step's exit status and seconds); exits 1 if a
+# step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -23,8 +28,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$DEVICE" in
-  cuda) SIZES=256,1024,4096; ROLLOUT=128; UPDATES=2; KERNEL_ENVS=1024; REPEATS=20; SPEED_LIMIT=270 ;;
-  cpu) SIZES=4; ROLLOUT=8; UPDATES=1; KERNEL_ENVS=4; REPEATS=2; SPEED_LIMIT=240 ;;
+  cuda) SIZES=256,1024,4096; LARGE=1024,4096; ROLLOUT=128; UPDATES=2; KERNEL_ENVS=1024; REPEATS=20
+        TEST_LIMIT=110; SPEED_LIMIT=200; BUFFER_LIMIT=120 ;;
+  cpu) SIZES=4; LARGE=4; ROLLOUT=8; UPDATES=1; KERNEL_ENVS=4; REPEATS=2; TEST_LIMIT=0; SPEED_LIMIT=240
+       BUFFER_LIMIT=240 ;;
   *) echo "--device must be cuda or cpu, got '$DEVICE'" >&2; exit 2 ;;
 esac
 if [ "$DEVICE" = cuda ] && ! python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
@@ -45,13 +52,16 @@ run_step() {  # name, time limit in seconds, command...
 }
 
 if [ "$DEVICE" = cuda ]; then
-  run_step tests 150 python -m pytest -q -x -k "cuda or kernel or Kernel" tests/test_kernels.py tests/test_train.py \
+  run_step tests "$TEST_LIMIT" python -m pytest -q -x -k "cuda or kernel or Kernel" tests/test_kernels.py tests/test_train.py \
     tests/test_influence.py
 fi
 run_step train_speed "$SPEED_LIMIT" python bench/train_speed.py --models baseline,influence,moa,comm \
   --num-envs "$SIZES" --rollout "$ROLLOUT" --updates "$UPDATES" --device "$DEVICE" \
   --out "$OUT/gpu_check_train_speed.json"
-run_step influence_kernel 60 python bench/influence_kernel.py --device "$DEVICE" --envs "$KERNEL_ENVS" \
+run_step double_buffer "$BUFFER_LIMIT" python bench/train_speed.py --models baseline,influence,moa,comm \
+  --num-envs "$LARGE" --rollout "$ROLLOUT" --updates "$UPDATES" --device "$DEVICE" --double-buffer on \
+  --out "$OUT/gpu_check_double_buffer.json"
+run_step influence_kernel 45 python bench/influence_kernel.py --device "$DEVICE" --envs "$KERNEL_ENVS" \
   --repeats "$REPEATS" --out "$OUT/gpu_check_influence_kernel.json"
 
 STEPS_JSON=$(IFS=,; echo "[${STEPS[*]}]")

@@ -4,6 +4,7 @@
     python bench/train_speed.py --models baseline --against main --repeats 3   # vs another revision
     python bench/train_speed.py --models baseline,visible --algos ppo,a2c
     python bench/train_speed.py --models baseline --num-envs 256,1024 --updates 3 --device cuda
+    python bench/train_speed.py --models baseline --num-envs 1024 --double-buffer off,on --device cuda
 
 Each row trains from scratch for ``--updates`` updates (after one warm-up update that is not
 counted) with 5 agents on Cleanup, and reports env steps/s over the counted updates, split
@@ -36,8 +37,9 @@ from revision import exported  # noqa: E402
 TIMERS = ("env", "forward", "backward", "logging")
 
 
-def measure(env, model, algo, num_envs, rollout, updates, device, threads):
-    """Train in this process and return the row (uses whichever ``ssdinfluence`` is importable)."""
+def measure(env, model, algo, num_envs, rollout, updates, device, threads, double_buffer=False):
+    """Train in this process and return the row (uses whichever ``ssdinfluence`` is importable).
+    ``double_buffer`` is passed only when set, so that older revisions without it measure too."""
     from ssdinfluence.config import build_config
     from ssdinfluence.train import train
 
@@ -46,7 +48,8 @@ def measure(env, model, algo, num_envs, rollout, updates, device, threads):
         config = build_config({"env": env, "agents": 5, "model": model, "algo": algo, "num_envs": num_envs,
                                "rollout_length": rollout, "bptt_length": min(32, rollout),
                                "steps": num_envs * rollout * (updates + 1), "device": device, "threads": threads,
-                               "out": out, "log_trajectories": "0", "checkpoint_every": 10_000})
+                               "out": out, "log_trajectories": "0", "checkpoint_every": 10_000,
+                               **({"double_buffer": True} if double_buffer else {})})
         start = time.perf_counter()
         train(config, on_update=rows.append)
         wall = time.perf_counter() - start
@@ -55,7 +58,7 @@ def measure(env, model, algo, num_envs, rollout, updates, device, threads):
     steps = num_envs * rollout * len(counted)
     split = {name: sum(r[f"{name}_s"] for r in counted) / seconds for name in TIMERS}
     return {"env": env, "model": model, "algo": algo, "num_envs": num_envs, "rollout_length": rollout,
-            "device": device, "env_steps_per_s": steps / sum(num_envs * rollout / r["sps"] for r in counted),
+            "double_buffer": double_buffer, "device": device, "env_steps_per_s": steps / sum(num_envs * rollout / r["sps"] for r in counted),
             "share": split, "wall_s_with_setup": wall}
 
 
@@ -77,6 +80,7 @@ def main():
     parser.add_argument("--rollout", type=int, default=128)
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--double-buffer", default="off", help="comma-separated off,on: Config.double_buffer")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--against", help="also measure this git revision, alternating with the working tree")
     parser.add_argument("--repeats", type=int, default=1, help="measurements per row and tree (median reported)")
@@ -87,10 +91,16 @@ def main():
         print(json.dumps(measure(**json.loads(args.worker))))
         return
 
+    buffering = {"off": False, "on": True}
+    if not set(args.double_buffer.split(",")) <= set(buffering):
+        parser.error(f"--double-buffer takes off, on or off,on; got {args.double_buffer!r}")
     jobs = [{"env": args.env, "model": m, "algo": a, "num_envs": int(b), "rollout": args.rollout,
-             "updates": args.updates, "device": args.device, "threads": args.threads}
-            for m in args.models.split(",") for a in args.algos.split(",") for b in args.num_envs.split(",")]
+             "updates": args.updates, "device": args.device, "threads": args.threads, "double_buffer": buffering[d]}
+            for m in args.models.split(",") for a in args.algos.split(",") for b in args.num_envs.split(",")
+            for d in args.double_buffer.split(",")]
     load_before = os.getloadavg()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         trees = {"this": str(Path(__file__).resolve().parent.parent)}
         if args.against:
@@ -111,29 +121,32 @@ def main():
                 row.update(against=args.against, against_env_steps_per_s=statistics.median(other), against_runs=other)
                 row["ratio"] = row["env_steps_per_s"] / row["against_env_steps_per_s"]
             rows.append(row)
-    load_after = os.getloadavg()
+            write_results(out, args, rows, load_before, complete=len(rows) == len(jobs))  # a cut-off run keeps its rows
 
-    header = f"{'model':13} {'algo':4} {'B':>5} {'T':>4} {'env steps/s':>12}  " + "  ".join(f"{t:>8}" for t in TIMERS)
+    header = f"{'model':13} {'algo':4} {'B':>5} {'T':>4} {'2buf':>4} {'env steps/s':>12}  " + "  ".join(f"{t:>8}" for t in TIMERS)
     if args.against:
         header += f"  {args.against[:12]:>12} {'ratio':>6}"
-    print(f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; median of {args.repeats}")
+    print(f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; median of {args.repeats}")
     print(header)
     for r in rows:
-        line = (f"{r['model']:13} {r['algo']:4} {r['num_envs']:5d} {r['rollout_length']:4d} {r['env_steps_per_s']:12,.0f}  "
+        line = (f"{r['model']:13} {r['algo']:4} {r['num_envs']:5d} {r['rollout_length']:4d} "
+                f"{'on' if r['double_buffer'] else 'off':>4} {r['env_steps_per_s']:12,.0f}  "
                 + "  ".join(f"{100 * r['share'][t]:7.1f}%" for t in TIMERS))
         if args.against:
             line += f"  {r['against_env_steps_per_s']:12,.0f} {r['ratio']:6.2f}"
         print(line)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\nwrote {out}")
+
+
+def write_results(out: Path, args, rows: list, load_before, complete: bool) -> None:
     import torch
 
     device = "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     meta = {"torch": str(torch.__version__), "device": device, "cores": len(os.sched_getaffinity(0)),
             "threads": args.threads, "machine": platform.processor() or platform.machine(),
-            "load_average_before": load_before, "load_average_after": load_after, "repeats": args.repeats}
+            "load_average_before": load_before, "load_average_after": os.getloadavg(), "repeats": args.repeats,
+            "complete": complete}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

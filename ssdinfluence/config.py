@@ -33,7 +33,9 @@ class Config:
         steps (total env steps, summed over envs), num_envs, seed, device, out (run directory).
     Rollout
         rollout_length: steps per env between updates; bptt_length: truncated-BPTT chunk length
-        (the LSTM state is stored at chunk starts and reset at episode starts).
+        (the LSTM state is stored at chunk starts and reset at episode starts); double_buffer:
+        step the batch in two halves, the env stepping one on the CPU while the GPU evaluates
+        the policy on the other (for large batches on CUDA; even num_envs).
     Optimisation (Adam)
         lr annealed linearly to lr_end over lr_anneal_steps env steps (0: over the whole run),
         gamma, gae_lambda, entropy_coef, value_coef, max_grad_norm (each agent's gradient is
@@ -80,6 +82,7 @@ class Config:
     out: str = ""
     rollout_length: int = 128
     bptt_length: int = 32
+    double_buffer: bool = False
     lr: float = 0.00126
     lr_end: float = 0.000012
     lr_anneal_steps: int = 0
@@ -277,6 +280,8 @@ def validate(c: Config) -> None:
         need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
     need(c.rollout_length % c.bptt_length == 0,
          f"rollout_length ({c.rollout_length}) must be a multiple of bptt_length ({c.bptt_length})")
+    need(not c.double_buffer or c.num_envs % 2 == 0,
+         f"double_buffer steps the batch in two halves: num_envs must be even, got {c.num_envs}")
     sequences = c.num_envs * (c.rollout_length // c.bptt_length)
     need(c.algo != "ppo" or sequences % c.ppo_minibatches == 0,
          f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "

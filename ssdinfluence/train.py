@@ -203,24 +203,11 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
 
                 # --- 1. rollout -----------------------------------------------------------
                 with torch.no_grad():
-                    for t in range(T):
+                    # obs and info are the env's own buffers, which every env step rewrites in place
+                    acting = _act_double_buffered if config.double_buffer else _act
+                    for t, step, actions_np, rewards, truncated in acting(run, policy, rollout, obs, info, timers):
                         tic = time.perf_counter()
-                        obs_t, prev_t, visible_t, start_t = rollout.stage_inputs(t, obs, info, run.episode_start,
-                                                                                 run.lstm_state)
-                        step = policy.act(obs_t, prev_t, visible_t, run.lstm_state, start_t, sampler)
-                        rollout.store_outputs(t, step)
-                        run.lstm_state = step.state
-                        actions_np = step.actions.T.cpu().numpy()
-                        timers["forward"] += time.perf_counter() - tic
-
-                        tic = time.perf_counter()
-                        if run.recorder:
-                            run.recorder.before_step(obs)
-                        obs, rewards, _, truncated, info = env.step(actions_np)
                         trained = run.reward_transform(rewards, run.episode_start)
-                        timers["env"] += time.perf_counter() - tic
-
-                        tic = time.perf_counter()
                         rollout.store_rewards(t, trained, truncated)
                         if step.influence is not None:
                             step = _mix_influence(config, policy, rollout, t, step, beta)
@@ -276,6 +263,110 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
     return TrainResult(files.root, run.update, run.env_steps, run.update < total_updates, row)
 
 
+def _act(run: TrainState, policy, rollout: Rollout, obs, info: dict, timers: dict):
+    """The rollout's steps for the whole batch at once: yields ``(t, step, actions [B, N],
+    rewards, truncated)`` after each env step, with the policy's outputs stored (``obs`` and
+    ``info``: the env's buffers, which hold the step's results)."""
+    for t in range(rollout.length):
+        tic = time.perf_counter()
+        inputs = rollout.stage_inputs(t, obs, info, run.episode_start, run.lstm_state)
+        step = policy.act(*inputs[:3], run.lstm_state, inputs[3], run.sampler)
+        rollout.store_outputs(t, step)
+        run.lstm_state = step.state
+        actions_np = step.actions.T.cpu().numpy()
+        timers["forward"] += time.perf_counter() - tic
+
+        tic = time.perf_counter()
+        if run.recorder:
+            run.recorder.before_step(obs)
+        _, rewards, _, truncated, _ = run.env.step(actions_np)
+        timers["env"] += time.perf_counter() - tic
+        yield t, step, actions_np, rewards, truncated
+
+
+def _act_double_buffered(run: TrainState, policy, rollout: Rollout, obs, info: dict, timers: dict):
+    """:func:`_act` with the batch in two halves, so that the env steps one half on the CPU
+    while the device evaluates the policy on the other (``Config.double_buffer``).
+
+    Step t of half 1 is launched before half 0's env step and step t + 1 of half 0 before half
+    1's: with CUDA's asynchronous launches, the CPU waits only for the half it steps next. Each
+    half's actions come to the host through their own pinned buffer and event
+    (:class:`_HostActions`), so no wait covers the other half's work. The env steps each half
+    exactly as it steps the whole batch (its envs' random streams are their own); the actions
+    are sampled half by half, so a run differs from one without double buffering, and is
+    itself reproducible.
+    """
+    env, B = run.env, run.env.num_envs
+    halves = (slice(0, B // 2), slice(B // 2, B))
+    host = [_HostActions(rollout.device, (B // 2, env.num_agents)) for _ in halves]
+
+    def launch(i, t, state, starts, obs, info):  # half i's step t, on its way
+        inputs = rollout.stage_inputs(t, obs, info, starts, state, envs=halves[i])
+        step = policy.act(*inputs[:3], state, inputs[3], run.sampler)
+        host[i].fetch(step.actions.T)
+        return step
+
+    tic = time.perf_counter()
+    pending = [launch(i, 0, tuple(x[:, half] for x in run.lstm_state), run.episode_start[half], obs, info)
+               for i, half in enumerate(halves)]
+    timers["forward"] += time.perf_counter() - tic
+    for t in range(rollout.length):
+        if run.recorder:
+            run.recorder.before_step(obs)  # both halves still show s_t here
+        actions_np = np.empty((B, env.num_agents), np.int64)
+        done = []
+        for i, half in enumerate(halves):
+            tic = time.perf_counter()
+            actions_np[half] = host[i].wait()
+            timers["forward"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            _, rewards, _, truncated, _ = env.step(actions_np[half], envs=half)
+            timers["env"] += time.perf_counter() - tic
+            done.append(pending[i])
+            if t + 1 < rollout.length:
+                tic = time.perf_counter()
+                pending[i] = launch(i, t + 1, pending[i].state, truncated[half], obs, info)
+                timers["forward"] += time.perf_counter() - tic
+        step = _joined(*done)
+        rollout.store_outputs(t, step)
+        run.lstm_state = step.state
+        yield t, step, actions_np, rewards, truncated
+
+
+class _HostActions:
+    """One half's actions ``[B/2, N]`` on their way to the host: on CUDA a copy into this
+    half's pinned buffer and an event after it, so that :meth:`wait` waits for nothing else
+    queued on the device (a plain ``.cpu()`` would wait for the other half too)."""
+
+    def __init__(self, device: torch.device, shape: tuple):
+        self.cuda = device.type == "cuda"
+        self.buffer = torch.empty(shape, dtype=torch.long, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+
+    def fetch(self, actions: torch.Tensor) -> None:
+        self.buffer.copy_(actions, non_blocking=self.cuda)
+        if self.cuda:
+            self.event.record()
+
+    def wait(self) -> np.ndarray:
+        if self.cuda:
+            self.event.synchronize()
+        return self.buffer.numpy()
+
+
+def _joined(first: ActOutput, second: ActOutput) -> ActOutput:
+    """The :class:`ActOutput` of the whole batch from those of its two halves (in env order)."""
+    def cat(a, b, dim):
+        return None if a is None else torch.cat([a, b], dim)
+
+    return ActOutput(cat(first.actions, second.actions, 1), cat(first.logprobs, second.logprobs, 1),
+                     cat(first.values, second.values, 1),
+                     tuple(cat(a, b, 1) for a, b in zip(first.state, second.state, strict=True)),
+                     cat(first.influence, second.influence, 0),
+                     cat(first.influence_pairs, second.influence_pairs, 0),
+                     {name: cat(x, second.extras[name], 0) for name, x in first.extras.items()})
+
+
 def _mix_influence(config: Config, policy, rollout: Rollout, t: int, step: ActOutput, beta: float) -> ActOutput:
     """Step t's influence reward ``c [B, N]``, clipped to [-clip, clip] as the reference does (PMI
     can be < 0), into the rollout: the trained reward becomes ``extrinsic_weight * e + beta * c``
@@ -305,23 +396,27 @@ class Rollout:
         self.visible = torch.zeros((T, B, N, N), dtype=torch.bool, device=device)
         self.extras = {}  # every step writes every extra, so they are reused from update to update
         self.lstm_states = [torch.zeros((T // bptt_length,) + tuple(x.shape), device=device) for x in lstm_state]
-        self.bptt_length = bptt_length
+        self.length, self.bptt_length, self.device = T, bptt_length, device
         # the policy inputs after the rollout's last step, for the bootstrap values
         self.next_obs, self.next_prev = self.obs[0].clone(), self.prev_actions[0].clone()
         self.next_start = self.episode_start[0].clone()
         self.staging = _Staging(device)
 
-    def stage_inputs(self, t: int, obs, info: dict, episode_start, lstm_state):
-        """Step t's policy inputs into the rollout (and the LSTM state at a chunk start); returns
-        the device tensors ``obs, prev_actions, visible, episode_start``."""
+    def stage_inputs(self, t: int, obs, info: dict, episode_start, lstm_state, envs: slice = slice(None)):
+        """Step t's policy inputs of the envs ``envs`` (all by default) into the rollout (and
+        their LSTM state at a chunk start). ``obs`` and ``info`` are the env's whole arrays,
+        ``episode_start`` and ``lstm_state`` (tensors [N, E, H]) those envs' alone. Returns
+        their device tensors ``obs, prev_actions, visible, episode_start``."""
         if t % self.bptt_length == 0:
             for buf, x in zip(self.lstm_states, lstm_state, strict=True):
-                buf[t // self.bptt_length] = x
-        put = self.staging.put
-        obs_t = put("obs", obs, self.obs[t])  # the env's views straight into the rollout
-        prev_t = put("prev_actions", info["prev_actions"], self.prev_actions[t])
-        start_t = put("episode_start", episode_start, self.episode_start[t])
-        visible_t = put("visible", info["visible"], self.visible[t])
+                buf[t // self.bptt_length][:, envs] = x
+        def put(name, array, dest):  # each part of the batch has its own pinned buffers
+            return self.staging.put((name, envs.start), array, dest)
+
+        obs_t = put("obs", obs[envs], self.obs[t, envs])  # the env's views straight into the rollout
+        prev_t = put("prev_actions", info["prev_actions"][envs], self.prev_actions[t, envs])
+        start_t = put("episode_start", episode_start, self.episode_start[t, envs])
+        visible_t = put("visible", info["visible"][envs], self.visible[t, envs])
         return obs_t, prev_t, visible_t, start_t
 
     def store_outputs(self, t: int, step: ActOutput) -> None:
@@ -335,9 +430,12 @@ class Rollout:
         self.extras[name][t] = x
 
     def store_rewards(self, t: int, rewards, truncated) -> None:
-        """The (transformed) env rewards ``[B, N]`` and episode ends ``[B]`` of step t."""
-        self.staging.put("rewards", rewards, self.rewards[t])
-        self.staging.put("done", truncated, self.done[t])
+        """The (transformed) env rewards ``[B, N]`` and episode ends ``[B]`` of step t.
+
+        Pinned buffers alternate between even and odd steps: with double buffering the last
+        wait before step t + 1's copy may precede step t's, never step t - 1's."""
+        self.staging.put(("rewards", t % 2), rewards, self.rewards[t])
+        self.staging.put(("done", t % 2), truncated, self.done[t])
 
     def stage_next(self, obs, info: dict, episode_start):
         """The policy inputs after the last step: ``obs, prev_actions, episode_start``."""
@@ -423,8 +521,9 @@ class _Staging:
     def put(self, name, array, dest):
         """Copy ``array`` into ``dest`` (e.g. a rollout slot) and return ``dest``; no allocation.
 
-        Each name has its own pinned buffer, reused once per step: the step's ``actions.cpu()``
-        synchronises, so an asynchronous copy from it is done before it is overwritten.
+        Each name (any hashable key) has its own pinned buffer, reused once per step: the wait
+        for that step's actions comes after the copy on the device's queue, so an asynchronous
+        copy from it is done before it is overwritten.
         """
         source = torch.from_numpy(np.asarray(array))
         if self.device.type == "cuda":

@@ -138,7 +138,55 @@ def test_determinism_with_one_and_two_threads(name):
         np.testing.assert_array_equal(results[0][key], results[1][key])
 
 
+@pytest.mark.parametrize("name", ["cleanup", "harvest"])
+def test_stepping_the_batch_in_parts_equals_stepping_it_whole(name):
+    whole = ssdinfluence.make(name, num_envs=5, num_agents=5, seed=6, horizon=25)
+    parts = ssdinfluence.make(name, num_envs=5, num_agents=5, seed=6, horizon=25)
+    whole.reset()
+    parts.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(60):  # past two autoresets
+        actions = rng.integers(0, whole.num_actions, (5, 5))
+        expected = [np.copy(x) for x in whole.step(actions)[:4]]
+        parts.step(actions[:2], envs=slice(0, 2))
+        got = parts.step(actions[2:], envs=slice(2, 5))
+        for a, b in zip(expected, got[:4], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for key in ("prev_actions", "visible", "hits", "final_obs", "episode_returns"):
+            np.testing.assert_array_equal(whole._info()[key], got[4][key], err_msg=key)
+    for key, value in whole.get_state().items():
+        np.testing.assert_array_equal(value, parts.get_state()[key], err_msg=key)
+
+
+def test_stepping_one_part_leaves_the_other_envs_alone():
+    env = make_env(num_agents=2, num_envs=4)
+    before = {k: np.copy(v) for k, v in env.get_state().items()}
+    obs_before = np.copy(env.observe()[0])
+    env.step(np.full((2, 2), tiles.MOVE_UP), envs=slice(1, 3))
+    after = env.get_state()
+    for key in after:
+        np.testing.assert_array_equal(after[key][[0, 3]], before[key][[0, 3]], err_msg=key)
+    assert not np.array_equal(after["step_count"][1:3], before["step_count"][1:3])
+    np.testing.assert_array_equal(env._obs[[0, 3]], obs_before[[0, 3]])
+
+
 # ----------------------------------------------------------------------- bad input
+def test_bad_parts_raise_and_leave_env_usable():
+    env = make_env(num_agents=2, num_envs=4)
+    before = env.get_state()
+    with pytest.raises(ValueError, match=r"shape \(4, 2\), expected \(2, 2\) \(envs 0:2, num_agents\)"):
+        env.step(np.zeros((4, 2), np.int32), envs=slice(0, 2))
+    with pytest.raises(ValueError, match="selects no env of 4"):
+        env.step(np.zeros((0, 2), np.int32), envs=slice(3, 3))
+    with pytest.raises(ValueError, match="slice start:stop of consecutive envs"):
+        env.step(np.zeros((2, 2), np.int32), envs=slice(0, 4, 2))
+    with pytest.raises(ValueError, match="slice start:stop of consecutive envs"):
+        env.step(np.zeros((2, 2), np.int32), envs=[0, 1])
+    for key, value in env.get_state().items():
+        np.testing.assert_array_equal(value, before[key])
+    env.step(np.zeros((2, 2), np.int32), envs=slice(2, None))  # still usable; open-ended slices work
+
+
 def test_bad_actions_raise_and_leave_env_usable():
     env = make_env(num_agents=2, num_envs=3)
     before = env.get_state()

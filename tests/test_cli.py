@@ -66,6 +66,7 @@ def test_preset_paper(tmp_path):
     (["run", "--steps", "lots"], "is not a number of steps"),
     (["run", "--agents", "11"], "too many agents for the map"),
     (["run", "--rollout-length", "30", "--bptt-length", "8"], "must be a multiple of bptt_length"),
+    (["run", "--double-buffer", "--num-envs", "5", "--ppo-minibatches", "1"], "num_envs must be even, got 5"),
     (["run", "--log-trajectories", "0,99", "--num-envs", "4"], "log_trajectories must list env indices"),
     (["run", "--config", "/nonexistent/c.toml"], "cannot read config file"),
     (["run", "--resume", "/nonexistent/run"], "has no checkpoint.pt"),

@@ -22,10 +22,13 @@ def test_cpu_run_writes_every_result(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["ok"] and summary["device"] == "cpu"
-    assert [step["step"] for step in summary["steps"]] == ["train_speed", "influence_kernel"]
-    rows = json.loads((out / "gpu_check_train_speed.json").read_text())["rows"]
-    assert [row["model"] for row in rows] == ["baseline", "influence", "moa", "comm"]
-    assert all(row["env_steps_per_s"] > 0 and row["device"] == "cpu" for row in rows)
+    assert [step["step"] for step in summary["steps"]] == ["train_speed", "double_buffer", "influence_kernel"]
+    for name, double_buffer in (("train_speed", False), ("double_buffer", True)):
+        results = json.loads((out / f"gpu_check_{name}.json").read_text())
+        assert results["meta"]["complete"]
+        assert [row["model"] for row in results["rows"]] == ["baseline", "influence", "moa", "comm"]
+        assert all(row["env_steps_per_s"] > 0 and row["device"] == "cpu" and row["double_buffer"] == double_buffer
+                   for row in results["rows"])
     kernel = json.loads((out / "gpu_check_influence_kernel.json").read_text())["rows"]
     assert kernel and all(row["device"] == "cpu" and row["kernel_ms"] > 0 for row in kernel)
 

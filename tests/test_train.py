@@ -14,6 +14,7 @@ from ssdinfluence.config import build_config
 from ssdinfluence.train import train
 from ssdinfluence.trajectories import TrajectoryReader
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 TIMING = {"time_s", "sps", "env_s", "forward_s", "backward_s", "logging_s"}
 
 
@@ -38,13 +39,16 @@ def read_log(path):
     return index, episodes
 
 
-@pytest.mark.parametrize(("model", "algo"), [("baseline", "ppo"), ("visible", "a2c"), ("influence", "ppo"), ("moa", "a2c"), ("comm", "ppo")])
-def test_resume_is_bit_identical(tmp_path, model, algo):
-    straight = train(tiny_config(tmp_path / "straight", model=model, algo=algo))
+@pytest.mark.parametrize(("model", "algo", "double_buffer"), [
+    ("baseline", "ppo", False), ("visible", "a2c", False), ("influence", "ppo", False), ("moa", "a2c", False),
+    ("comm", "ppo", False), ("comm", "ppo", True)])
+def test_resume_is_bit_identical(tmp_path, model, algo, double_buffer):
+    settings = {"model": model, "algo": algo, "double_buffer": double_buffer}
+    straight = train(tiny_config(tmp_path / "straight", **settings))
     assert straight.updates == 4 and not straight.stopped_early
-    first = train(tiny_config(tmp_path / "split", model=model, algo=algo), max_updates=2)
+    first = train(tiny_config(tmp_path / "split", **settings), max_updates=2)
     assert first.updates == 2 and first.stopped_early
-    second = train(tiny_config(tmp_path / "split", model=model, algo=algo), resume=True)
+    second = train(tiny_config(tmp_path / "split", **settings), resume=True)
     assert second.updates == 4
     a = checkpoint.load(tmp_path / "straight")
     b = checkpoint.load(tmp_path / "split")
@@ -122,7 +126,8 @@ def test_agents_learn_on_a_small_map(tmp_path):
     assert late > early + 6, (early, late)  # measured: +11 learning, -1 with lr ~ 0
 
 
-def test_training_does_not_depend_on_thread_count(tmp_path):
+@pytest.mark.parametrize("double_buffer", [False, True])
+def test_training_does_not_depend_on_thread_count(tmp_path, double_buffer):
     import numba
 
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
@@ -130,7 +135,8 @@ def test_training_does_not_depend_on_thread_count(tmp_path):
         models = []
         for threads in (1, 2):
             out = tmp_path / f"t{threads}"
-            train(tiny_config(out, threads=threads, num_envs=8, steps=3 * 8 * 16, ppo_minibatches=2))
+            train(tiny_config(out, threads=threads, num_envs=8, steps=3 * 8 * 16, ppo_minibatches=2,
+                              double_buffer=double_buffer))
             models.append(checkpoint.load(out)["model"])
     finally:
         torch.set_num_threads(torch_threads)
@@ -139,9 +145,10 @@ def test_training_does_not_depend_on_thread_count(tmp_path):
         assert torch.equal(value, models[1][key]), key
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-def test_cuda_training_and_resume(tmp_path):
-    config = tiny_config(tmp_path / "gpu", device="cuda")
+@CUDA
+@pytest.mark.parametrize("double_buffer", [False, True])
+def test_cuda_training_and_resume(tmp_path, double_buffer):
+    config = tiny_config(tmp_path / "gpu", device="cuda", double_buffer=double_buffer)
     first = train(config, max_updates=2)
     assert first.updates == 2
     second = train(config, resume=True)
@@ -167,3 +174,67 @@ def test_target_kl_stops_an_update_after_the_first_minibatch_past_it(tmp_path, m
     # any policy change exceeds a target this small: each update takes its first step only
     train(tiny_config(tmp_path / "stopped", target_kl=1e-12))
     assert len(steps) == 4
+
+
+@pytest.mark.parametrize("model", ["baseline", "influence", "moa", "comm"])
+@pytest.mark.parametrize("double_buffer", [False, True])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_the_rollout_stores_what_the_policy_did(model, double_buffer, device):
+    """Every stored step re-evaluates to the log-probabilities and values the policy acted
+    with: the inputs, actions and LSTM states of each env line up, also when the batch is
+    stepped in two halves (the halves' outputs are put together in env order)."""
+    from types import SimpleNamespace
+
+    from ssdinfluence.envs import make
+    from ssdinfluence.policies import make_policies
+    from ssdinfluence.train import Rollout, _act, _act_double_buffered
+
+    T, B = 24, 6
+    config = tiny_config("unused", model=model, agents=3, num_envs=B, rollout_length=T, bptt_length=T)
+    torch.manual_seed(0)
+    env = make("harvest", num_envs=B, num_agents=3, seed=1, horizon=10)  # episodes end inside the rollout
+    device = torch.device(device)
+    policy = make_policies(config, env.num_actions, device)
+    run = SimpleNamespace(env=env, lstm_state=policy.initial_state(B, device), episode_start=np.ones(B, bool),
+                          sampler=torch.Generator(device).manual_seed(2), recorder=None)
+    rollout = Rollout(T, B, 3, env.observation_shape, run.lstm_state, T, device)
+    obs, info = env.reset()
+    acting = _act_double_buffered if double_buffer else _act
+    timers = dict.fromkeys(("env", "forward"), 0.0)
+    with torch.no_grad():
+        for t, step, actions_np, rewards, truncated in acting(run, policy, rollout, obs, info, timers):
+            np.testing.assert_array_equal(actions_np, step.actions.T.cpu().numpy())
+            rollout.store_rewards(t, rewards, truncated)
+            run.episode_start = truncated.copy()
+        assert rollout.done.any() and rollout.episode_start[1:].any()
+        zeros = torch.zeros_like(rollout.rewards)
+        batch = {**rollout.batch(zeros, zeros), "message_advantages": zeros, "message_returns": zeros}
+        logits, values, _ = policy.sequence(batch, tuple(buf[0] for buf in rollout.lstm_states))
+    logprobs = torch.log_softmax(logits, -1).gather(-1, rollout.actions.transpose(1, 2).unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(logprobs.transpose(1, 2), rollout.logprobs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(values.transpose(1, 2), rollout.values, atol=1e-5, rtol=1e-5)
+    assert timers["env"] > 0 and timers["forward"] > 0
+
+
+@CUDA
+@pytest.mark.parametrize("model", ["baseline", "influence", "moa", "comm"])
+def test_acting_on_cuda_never_waits_for_the_device(model):
+    """The rollout's only host sync is the one for the actions: ``policy.act`` itself queues
+    its work and returns (CUDA's sync debug mode raises on any synchronising call)."""
+    from ssdinfluence.policies import make_policies
+
+    B, N, device = 8, 3, torch.device("cuda")
+    policy = make_policies(tiny_config("unused", model=model, agents=N, num_envs=B), 8, device)
+    obs = torch.randint(0, 255, (B, N, 15, 15, 3), dtype=torch.uint8, device=device)
+    prev = torch.randint(0, 8, (B, N), device=device)
+    visible, start = torch.ones(B, N, N, dtype=torch.bool, device=device), torch.zeros(B, dtype=torch.bool, device=device)
+    state, sampler = policy.initial_state(B, device), torch.Generator(device).manual_seed(0)
+    with torch.no_grad():
+        state = policy.act(obs, prev, visible, state, start, sampler).state  # first call: lazy initialisation
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            step = policy.act(obs, prev, visible, state, start, sampler)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert step.actions.shape == (N, B)

@@ -53,6 +53,7 @@ FLAG_HELP = {
     "out": "Run directory (default: runs/ENV-MODEL-ALGO-sSEED).",
     "rollout_length": "Steps per env between updates.",
     "bptt_length": "Truncated BPTT chunk length.",
+    "double_buffer": "Step the envs in two halves, one on the CPU while the GPU acts on the other (large batches on CUDA).",
     "lr": "Initial learning rate.",
     "lr_end": "Final learning rate (linear annealing).",
     "lr_anneal_steps": "Env steps over which lr anneals to lr_end (0: the whole run).",

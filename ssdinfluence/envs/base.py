@@ -148,6 +148,7 @@ class BatchedEnv:
         self._seed = _seed(seed)
         self._state["rng"][:] = seed_states(self._seed, B)
         self._needs_reset = True
+        self._parts = {}  # (start, stop) -> the step kernel's arguments for those envs
         # The kernels' arguments, grouped as the tuples of ``core`` (views of the arrays above:
         # arrays are only ever written in place, so these stay valid).
         p, s, layout = self.params, self._state, self.layout
@@ -178,11 +179,16 @@ class BatchedEnv:
         self._needs_reset = False
         return self._obs, self._info()
 
-    def step(self, actions):
+    def step(self, actions, envs: slice | None = None):
         """Advance every env one step, autoresetting those that reach the horizon.
 
         Args:
             actions: integer array [B, N], each in ``[0, num_actions)``.
+            envs: a slice ``start:stop`` to step only those envs (``actions`` then
+                ``[stop - start, N]``); the others and their rows of the outputs stay as they
+                are. Each env has its own random stream, so stepping the envs in parts gives
+                exactly what one call for all of them gives (a trainer steps one half of the
+                batch while a GPU evaluates the policy on the other).
 
         Returns:
             obs [B, N, 15, 15, 3] uint8, rewards [B, N] float32, terminated [B] bool (always
@@ -195,9 +201,35 @@ class BatchedEnv:
         """
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        self._load_actions(actions)
-        self._run_step_kernel()
+        if envs is None:
+            self._load_actions(actions)
+            self._run_step_kernel()
+        else:
+            start, stop = self._part(envs)
+            self._load_actions(actions, start, stop)
+            with threads.for_envs(stop - start):
+                core.step_kernel(*self._part_arguments(start, stop))
         return self._obs, self._rewards, self._terminated, self._truncated, self._info()
+
+    def _part(self, envs) -> tuple[int, int]:
+        """``envs`` as ``(start, stop)``: a slice of consecutive envs, else ValueError."""
+        if not isinstance(envs, slice) or envs.step not in (None, 1):
+            raise ValueError(f"envs must be a slice start:stop of consecutive envs, got {envs!r}")
+        start, stop, _ = envs.indices(self.num_envs)
+        if start >= stop:
+            raise ValueError(f"envs {envs!r} selects no env of {self.num_envs}")
+        return start, stop
+
+    def _part_arguments(self, start: int, stop: int) -> tuple:
+        """The step kernel's arguments for envs ``start:stop``: views of the batch's arrays (the
+        env axis leads every state, scratch and output array), built once per part."""
+        key = (start, stop)
+        if key not in self._parts:
+            def rows(arrays):
+                return tuple(a[start:stop] for a in arrays)
+            self._parts[key] = (self._actions[start:stop], self._world, rows(self._kernel_state),
+                                rows(self._scratch), rows(self._outputs))
+        return self._parts[key]
 
     def _run_step_kernel(self) -> None:
         """Step every env with the actions already in ``self._actions`` (validated)."""
@@ -297,11 +329,14 @@ class BatchedEnv:
             "episode_returns": self._episode_returns,
         }
 
-    def _load_actions(self, actions) -> None:
+    def _load_actions(self, actions, start: int = 0, stop: int | None = None) -> None:
+        """Check ``actions`` for envs ``start:stop`` (all by default) and copy them in."""
         actions = np.asarray(actions)
-        expected = (self.num_envs, self.num_agents)
+        stop = self.num_envs if stop is None else stop
+        expected = (stop - start, self.num_agents)
         if actions.shape != expected:
-            raise ValueError(f"actions have shape {actions.shape}, expected {expected} (num_envs, num_agents)")
+            what = "num_envs" if expected[0] == self.num_envs else f"envs {start}:{stop}"
+            raise ValueError(f"actions have shape {actions.shape}, expected {expected} ({what}, num_agents)")
         if not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
         low, high = actions.min(), actions.max()
@@ -310,7 +345,7 @@ class BatchedEnv:
             raise ValueError(
                 f"action {bad} out of range: {self.name} has {self.num_actions} actions (0..{self.num_actions - 1})"
             )
-        np.copyto(self._actions, actions, casting="unsafe")
+        np.copyto(self._actions[start:stop], actions, casting="unsafe")
 
     def __repr__(self) -> str:
         return (f"BatchedEnv({self.name!r}, num_envs={self.num_envs}, num_agents={self.num_agents}, "

@@ -201,14 +201,9 @@ class BatchedEnv:
         """
         if self._needs_reset:
             raise RuntimeError("call reset() before step()")
-        if envs is None:
-            self._load_actions(actions)
-            self._run_step_kernel()
-        else:
-            start, stop = self._part(envs)
-            self._load_actions(actions, start, stop)
-            with threads.for_envs(stop - start):
-                core.step_kernel(*self._part_arguments(start, stop))
+        start, stop = (0, self.num_envs) if envs is None else self._part(envs)
+        self._load_actions(actions, start, stop)
+        self._run_step_kernel(start, stop)
         return self._obs, self._rewards, self._terminated, self._truncated, self._info()
 
     def _part(self, envs) -> tuple[int, int]:
@@ -220,21 +215,22 @@ class BatchedEnv:
             raise ValueError(f"envs {envs!r} selects no env of {self.num_envs}")
         return start, stop
 
-    def _part_arguments(self, start: int, stop: int) -> tuple:
-        """The step kernel's arguments for envs ``start:stop``: views of the batch's arrays (the
-        env axis leads every state, scratch and output array), built once per part."""
-        key = (start, stop)
-        if key not in self._parts:
-            def rows(arrays):
-                return tuple(a[start:stop] for a in arrays)
-            self._parts[key] = (self._actions[start:stop], self._world, rows(self._kernel_state),
-                                rows(self._scratch), rows(self._outputs))
-        return self._parts[key]
-
-    def _run_step_kernel(self) -> None:
-        """Step every env with the actions already in ``self._actions`` (validated)."""
-        with threads.for_envs(self.num_envs):
-            core.step_kernel(self._actions, self._world, self._kernel_state, self._scratch, self._outputs)
+    def _run_step_kernel(self, start: int = 0, stop: int | None = None) -> None:
+        """Step envs ``start:stop`` (all by default) with the actions already in ``self._actions``
+        (validated). A part's arguments are views of the batch's arrays (the env axis leads
+        every state, scratch and output array), built once per part."""
+        stop = self.num_envs if stop is None else stop
+        if (start, stop) == (0, self.num_envs):
+            arguments = (self._actions, self._world, self._kernel_state, self._scratch, self._outputs)
+        else:
+            if (start, stop) not in self._parts:
+                def rows(arrays):
+                    return tuple(a[start:stop] for a in arrays)
+                self._parts[start, stop] = (self._actions[start:stop], self._world, rows(self._kernel_state),
+                                            rows(self._scratch), rows(self._outputs))
+            arguments = self._parts[start, stop]
+        with threads.for_envs(stop - start):
+            core.step_kernel(*arguments)
 
     def get_state(self) -> dict:
         """A copy of the full mutable state: a dict of numpy arrays.

@@ -2,10 +2,13 @@
 outputs and gradients to 1e-5, in float64 (so that only a difference in the math could fail,
 not float32 summation order) and the outputs also in float32."""
 
+import numba
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
+from ssdinfluence import conv_cpu
 from ssdinfluence.networks import (
     AgentNetworks,
     BatchedLSTM,
@@ -93,6 +96,71 @@ def test_conv_and_fc_equal_the_plain_ops_in_output_and_gradient(M, device):
     params = [model.conv_weight, model.conv_bias, model.fc1.weight, model.fc1.bias]
     for g_new, g_old in zip(grads((new * weight).sum(), params), grads((old * weight).sum(), params), strict=True):
         torch.testing.assert_close(g_new, g_old, **TOL)
+
+
+def test_conv_without_its_cpu_kernels_equals_the_plain_ops(monkeypatch):
+    """The grouped-conv path (CUDA's, and the CPU's for other filter shapes or without Numba's
+    JIT) in output and gradient."""
+    monkeypatch.setattr(conv_cpu, "supports", lambda *args: False)
+    torch.manual_seed(2)
+    model = AgentNetworks(5, 9).double()
+    obs = torch.randint(0, 256, (9, 5, 15, 15, 3), dtype=torch.uint8)
+    new, old = model.conv(obs), pixel_major(reference_conv(model, obs))
+    weight = torch.randn_like(new)
+    torch.testing.assert_close(new, old, **TOL)
+    params = [model.conv_weight, model.conv_bias]
+    for g_new, g_old in zip(grads((new * weight).sum(), params), grads((old * weight).sum(), params), strict=True):
+        torch.testing.assert_close(g_new, g_old, **TOL)
+
+
+def conv_kernel_results(kernels, M=70, N=5, seed=0):
+    """The conv kernels' output and weight and bias gradients on random float32 inputs."""
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(0, 256, (M, N, 15, 15, 3), dtype=np.uint8)
+    weight = rng.standard_normal((N * 6, 3, 3, 3)).astype(np.float32) / 255
+    bias, grad = rng.standard_normal(N * 6).astype(np.float32), rng.standard_normal((N, M, 1014)).astype(np.float32)
+    out, grad_weight, grad_bias = np.empty((N, M, 1014), np.float32), np.empty_like(weight), np.empty_like(bias)
+    forward, backward = kernels
+    forward(obs, weight, bias, out)
+    backward(obs, out, grad, grad_weight, grad_bias)
+    return out, grad_weight, grad_bias
+
+
+def test_conv_kernels_give_the_same_bits_at_any_thread_count():
+    """Each output is one task's; the gradients sum fixed chunks of images in a fixed order."""
+    kernels = (conv_cpu.conv_relu_forward, conv_cpu.conv_relu_backward)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = conv_kernel_results(kernels)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = conv_kernel_results(kernels)
+    finally:
+        numba.set_num_threads(before)
+    assert (one[0] > 0).mean() > 0.3  # the ReLU passes a good share, and masks the rest
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv_kernels_as_plain_python_equal_the_compiled_ones():
+    """Run as Python (as under NUMBA_DISABLE_JIT=1) they compute the same, to float32 rounding."""
+    compiled = conv_kernel_results((conv_cpu.conv_relu_forward, conv_cpu.conv_relu_backward), M=2, N=2)
+    python = conv_kernel_results((conv_cpu.conv_relu_forward.py_func, conv_cpu.conv_relu_backward.py_func), M=2, N=2)
+    for a, b in zip(compiled, python, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cpu_conv_runs_the_kernels_only_where_they_apply(monkeypatch):
+    calls = []
+    kernel = conv_cpu.conv_relu_forward
+    monkeypatch.setattr(conv_cpu, "conv_relu_forward", lambda *args: calls.append(1) or kernel(*args))
+    obs = torch.randint(0, 256, (2, 5, 15, 15, 3), dtype=torch.uint8)
+    AgentNetworks(5, 9).conv(obs)
+    assert calls == [1]
+    other = AgentNetworks(5, 9, conv_channels=4)  # not the kernels' shape: the grouped conv
+    torch.testing.assert_close(other.conv(obs), pixel_major(reference_conv(other, obs), channels=4), **TOL)
+    assert calls == [1]
+    assert not conv_cpu.supports((30, 3, 5, 5), 5)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -54,7 +54,7 @@ class Config:
         also store the 15x15 views (large); checkpoint_every: updates between checkpoints.
     Env
         env_kwargs: keyword arguments for ``ssdinfluence.make`` (``horizon``, ``map``, rule
-        parameters); threads: Numba and torch threads (0: all cores; torch one thread on <= 2 cores).
+        parameters); threads: Numba and torch threads (0: all cores; on <= 2 cores torch one thread in the rollout).
     Influence (model ``influence``)
         influencers: agents 0..m-1 act first and are rewarded for their influence;
         influencee_reward: influencees also get the influence they felt; divergence: kl | jsd |

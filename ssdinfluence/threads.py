@@ -27,8 +27,12 @@ to 1-10% of its quiet value (``bench/contention.py``). So:
   one thread (:func:`default_torch_threads`): a passive OpenMP thread is woken by a futex at
   every parallel op, and for this package's small networks that costs more than the second
   core gives (measured on 2 cores, quiet: PPO baseline at 32 envs 4,105 env steps/s on one
-  torch thread against 3,382 on two; 4,958 against 4,722 at 128 envs). More cores are not
-  measured, so they keep one torch thread per core.
+  torch thread against 3,382 on two; 4,958 against 4,722 at 128 envs). That holds for the
+  rollout's per-step ops; the update's matmuls over a whole minibatch are large enough to pay
+  for the wake-ups, so the trainer runs the update on every core (:func:`torch_threads`): one
+  PPO minibatch's forward and backward took 69 ms on two passive threads against 100 ms on one
+  (AMD EPYC, 2 cores, quiet). More cores are not measured, so they keep one torch thread per
+  core throughout.
 * :func:`keep_freed_memory`: an update's large temporaries (tens of MB each) are by default
   mapped fresh from the OS and returned on free, so every one pays its page faults again; with
   glibc told to keep them, an update's forward and backward take about 15% less CPU time. The
@@ -94,6 +98,23 @@ def configure(threads: int = 0) -> int:
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     keep_freed_memory()
     return count
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run the enclosed torch ops on ``count`` intra-op threads (the update's: its matmuls are
+    large enough to pay for waking the other threads, see the module docstring)."""
+    import torch
+
+    current = torch.get_num_threads()
+    if count == current:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(current)
 
 
 def default_torch_threads(cores: int) -> int:

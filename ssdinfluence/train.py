@@ -160,7 +160,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
     rundir.remove_temp_files(files)  # a killed writer's, which may fill the disk
 
     # --- threads and random streams --------------------------------------------------------
-    threads.configure(config.threads)
+    cores = threads.configure(config.threads)  # the update's torch threads; the rollout's may be fewer
     torch.manual_seed(config.seed)  # initial weights
     sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
 
@@ -237,7 +237,8 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 batch = rollout.batch(advantages, returns)
                 batch.update(policy.prepare_update({**batch, "rewards": rollout.rewards, "dones": rollout.done},
                                                    bootstrap, beta))
-                losses = _update(config, policy, optimizer, sampler, batch, rollout.lstm_states)
+                with threads.torch_threads(cores):
+                    losses = _update(config, policy, optimizer, sampler, batch, rollout.lstm_states)
                 timers["backward"] += time.perf_counter() - tic
                 run.update += 1
 

@@ -1,14 +1,15 @@
 """The paper's conv layer on the CPU: Numba kernels for ``relu(conv(obs / 255))`` and its
 weight and bias gradients, for N agents' independent 3x3 filters at once.
 
-oneDNN runs this grouped conv (5 groups of 3 -> 6 channels on 15x15 images) at 3-6 GFLOP/s,
+oneDNN runs this grouped conv (5 groups of 3 -> 6 channels on 15x15 images) at about 6 GFLOP/s,
 and its weight gradient slower still: in a PPO update on 2 cores the conv's forward and
 backward were about 40% of the time. Here each (image, agent) is one task that stays in the L1
 cache: its view is spread into one float plane per colour, and each output channel is one
-accumulator plane that every (colour, dy, dx) tap adds a shifted copy of an input plane into.
-The planes are flat with the image's row stride S, so a tap is one contiguous loop of
-``(R - 1) * S + R`` elements that LLVM vectorises (the ``S - R`` positions at each row's end
-are computed and never read). The weight gradient is the same loops as dot products.
+accumulator plane. The planes are flat with the image's row stride S, so a tap (colour, dy,
+dx) is a shifted slice of a plane, and one contiguous loop of ``(R - 1) * S + R`` elements adds
+a colour's nine taps at once, which LLVM vectorises (the ``S - R`` positions at each row's end
+are computed and never read; a pass per tap was 2x slower). The weight gradient is the same
+slices as dot products, the six channels' with one tap in one pass.
 
 Determinism: each output element is written by one task; the gradients sum fixed chunks of
 :data:`CHUNK` images in a fixed order, so results do not depend on the thread count.

@@ -66,6 +66,22 @@ def test_for_envs_restores_the_thread_count_and_keeps_results():
     assert all(np.array_equal(x, y) for x, y in zip(results[0], results[1], strict=True))
 
 
+def test_torch_threads_sets_the_count_inside_and_restores_it():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threads.torch_threads(2):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), threads.torch_threads(2):
+            raise RuntimeError("restored on the way out too")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_configure_sets_torch_and_numba_and_rejects_negative_counts():
     import torch
 

@@ -113,9 +113,10 @@ def main():
             for _ in range(args.repeats):
                 for name, tree in trees.items():
                     runs[name].append(run_child(tree, job))
-            row = min(runs["this"], key=lambda r: abs(r["env_steps_per_s"]
-                                                       - statistics.median(x["env_steps_per_s"] for x in runs["this"])))
-            row = dict(row, runs=[r["env_steps_per_s"] for r in runs["this"]])
+            speeds = [r["env_steps_per_s"] for r in runs["this"]]
+            median = statistics.median(speeds)
+            row = min(runs["this"], key=lambda r: abs(r["env_steps_per_s"] - median))  # its split of the time
+            row = dict(row, env_steps_per_s=median, runs=speeds)  # the median, as the other tree's
             if args.against:
                 other = [r["env_steps_per_s"] for r in runs[args.against]]
                 row.update(against=args.against, against_env_steps_per_s=statistics.median(other), against_runs=other)

@@ -2,8 +2,8 @@
 weight and bias gradients, for N agents' independent 3x3 filters at once.
 
 oneDNN runs this grouped conv (5 groups of 3 -> 6 channels on 15x15 images) at about 6 GFLOP/s,
-and its weight gradient slower still: in a PPO update on 2 cores the conv's forward and
-backward were about 40% of the time. Here each (image, agent) is one task that stays in the L1
+and its weight gradient slower still: in PPO training on 2 cores the conv's forward and
+backward, the rollout's included, were about 40% of the time. Here each (image, agent) is one task that stays in the L1
 cache: its view is spread into one float plane per colour, and each output channel is one
 accumulator plane. The planes are flat with the image's row stride S, so a tap (colour, dy,
 dx) is a shifted slice of a plane, and one contiguous loop of ``(R - 1) * S + R`` elements adds

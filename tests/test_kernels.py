@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from ssdinfluence import conv_cpu
+from ssdinfluence import conv_cpu, lstm_cpu
 from ssdinfluence.networks import (
     AgentNetworks,
     BatchedLSTM,
@@ -227,3 +227,110 @@ def test_network_sequence_equals_its_steps():
         torch.testing.assert_close(values[t], step_values, **TOL)
     for x, y in zip(final, state, strict=True):
         torch.testing.assert_close(x, y, **TOL)
+
+
+def lstm_results(lstm, gates_x, state, starts, weights):
+    """Outputs of :func:`run_lstm` and the gradients of a weighted sum of them."""
+    hidden, (h, c) = run_lstm(lstm, gates_x, state, starts)
+    loss = sum((x * w).sum() for x, w in zip((hidden, h, c), weights, strict=True))
+    return (hidden, h, c, *grads(loss, [gates_x, *state, lstm.weight_hh]))
+
+
+def lstm_inputs(N=5, T=32, B=7, H=128, seed=0):
+    """float32 inputs of the size the trainer uses, with episode starts inside the sequence."""
+    torch.manual_seed(seed)
+    lstm = BatchedLSTM(N, 32, H)
+    gates_x = (2 * torch.randn(N, T, B, 4 * H)).requires_grad_()
+    state = tuple((torch.randn(N, B, H) * 0.5).requires_grad_() for _ in range(2))
+    starts = torch.rand(T, B) < 0.1
+    starts[0, 0] = starts[T // 2, 1] = True
+    weights = (torch.randn(N, T, B, H), torch.randn(N, B, H), torch.randn(N, B, H))
+    return lstm, gates_x, state, starts, weights
+
+
+def test_lstm_kernels_equal_the_torch_ops_in_output_and_gradient(monkeypatch):
+    """The Numba kernels (float32 on the CPU) against the torch ops they replace, on the same
+    float32 inputs: outputs and the gradients on every input to 1e-5."""
+    inputs = lstm_inputs()
+    new = lstm_results(*inputs)
+    monkeypatch.setattr(lstm_cpu, "applies", lambda x: False)
+    old = lstm_results(*inputs)
+    for a, b in zip(new, old, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+    assert new[0].abs().max() > 0.5 and new[3].abs().max() > 0.5  # saturating gates, large gradients
+
+
+def test_lstm_kernels_run_only_where_they_apply(monkeypatch):
+    calls = []
+    kernel = lstm_cpu.sequence_forward_step
+    monkeypatch.setattr(lstm_cpu, "sequence_forward_step", lambda *args: calls.append(1) or kernel(*args))
+    lstm, gates_x, state, starts, _ = lstm_inputs(T=3, B=2, H=8)
+    run_lstm(lstm, gates_x, state, starts)
+    assert calls == [1, 1, 1]
+    run_lstm(lstm.double(), gates_x.double(), tuple(x.double() for x in state), starts)  # float64: torch ops
+    assert calls == [1, 1, 1]
+    assert not lstm_cpu.applies(torch.zeros(1, dtype=torch.float64))
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert not lstm_cpu.applies(torch.zeros(1))
+
+
+def test_lstm_cell_kernel_equals_the_torch_ops_without_gradients(monkeypatch):
+    """The rollout's step (no gradients): the kernel, and the torch ops with gradients on."""
+    torch.manual_seed(4)
+    lstm = BatchedLSTM(5, 32, 128)
+    gates_x, h, c = 2 * torch.randn(5, 33, 512), torch.randn(5, 33, 128), torch.randn(5, 33, 128)
+    calls = []
+    kernel = lstm_cpu.cell_forward
+    monkeypatch.setattr(lstm_cpu, "cell_forward", lambda *args: calls.append(1) or kernel(*args))
+    with torch.no_grad():
+        gates = lstm.gates(gates_x, h)
+        before = gates.clone()
+        new = lstm.activate(gates, c)
+    assert calls == [1]
+    assert torch.equal(gates, before)  # the pre-activations are left as they were (the influence kernel reads them)
+    old = lstm.cell(gates_x, h, c)  # under autograd: the torch ops
+    assert calls == [1]
+    for a, b in zip(new, old, strict=True):
+        torch.testing.assert_close(a, b.detach(), **TOL)
+
+
+def lstm_kernel_results(kernels, N=3, T=5, B=11, H=16, seed=0):
+    """The forward and backward step kernels over a whole sequence, on random float32 inputs."""
+    rng = np.random.default_rng(seed)
+    G = 4 * H
+    forward, backward = kernels
+    acts = 2 * rng.standard_normal((T, N, B, G), dtype=np.float32)
+    h_prev, c_prev = rng.standard_normal((2, N, T, B, H), dtype=np.float32)
+    keep = (rng.random((T, B)) > 0.2).astype(np.float32)
+    tanh_c, hidden, c_last = np.empty((N, T, B, H), np.float32), np.empty((N, T, B, H), np.float32), np.empty((N, B, H), np.float32)
+    for t in range(T):
+        forward(t, acts, h_prev, c_prev, keep, tanh_c, hidden, c_last)
+    grad_hidden = rng.standard_normal((N, T, B, H), dtype=np.float32)
+    dh_carry, dc = rng.standard_normal((2, N, B, H), dtype=np.float32)
+    grad_gates = np.empty((N, T, B, G), np.float32)
+    for t in reversed(range(T)):
+        backward(t, acts, tanh_c, c_prev, keep, grad_hidden, dh_carry, dc, grad_gates)
+    return acts, h_prev, c_prev, tanh_c, hidden, c_last, dc, grad_gates
+
+
+def test_lstm_kernels_give_the_same_bits_at_any_thread_count():
+    kernels = (lstm_cpu.sequence_forward_step, lstm_cpu.sequence_backward_step)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = lstm_kernel_results(kernels, B=40)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = lstm_kernel_results(kernels, B=40)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lstm_kernels_as_plain_python_equal_the_compiled_ones():
+    """Run as Python (as under NUMBA_DISABLE_JIT=1) they compute the same, to float32 rounding."""
+    compiled = lstm_kernel_results((lstm_cpu.sequence_forward_step, lstm_cpu.sequence_backward_step), B=3, H=4)
+    python = lstm_kernel_results((lstm_cpu.sequence_forward_step.py_func, lstm_cpu.sequence_backward_step.py_func),
+                                 B=3, H=4)
+    for a, b in zip(compiled, python, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

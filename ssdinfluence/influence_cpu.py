@@ -24,6 +24,7 @@ import numpy as np
 KIND_CODES = {"kl": 0, "jsd": 1, "pmi": 2}
 CHUNK = 8  # samples per parallel task: enough to amortise its scratch buffers
 
+_FACTOR_LIMIT = np.float32(80.0)  # |argument| below which exp's factors are exact (its clamp is at -87)
 _LOG2E = np.float32(1.0 / math.log(2.0))
 _LN2 = np.float32(math.log(2.0))
 
@@ -71,12 +72,31 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
     H, K = G // 4, head_weight.shape[1]
     width = K // groups
     chunks = (M + CHUNK - 1) // CHUNK
-    for task in numba.prange(pairs.shape[0] * chunks):
+    # exp(-(shared + row)) = exp(-shared) exp(-row): each row's factor once per call, the shared
+    # one once per sample, so a counterfactual costs a product per gate instead of an exp
+    R = pairs.shape[0]
+    row_factor = np.empty((R, A, G), np.float32)
+    rows_in_range = np.empty(R, np.bool_)
+    for task in numba.prange(R):
+        p, q = pairs[task, 0], pairs[task, 1]
+        arg, bits = np.empty(G, np.float32), np.empty(G, np.int32)
+        largest = np.float32(0.0)
+        for a in range(A):
+            for g in range(G):
+                arg[g] = -block[p, q, a, g]
+            for g in range(2 * H, 3 * H):
+                arg[g] *= np.float32(2.0)
+            for g in range(G):
+                largest = max(largest, abs(arg[g]))
+            _exp_into(arg, row_factor[task, a], bits, G)
+        rows_in_range[task] = largest < _FACTOR_LIMIT
+    for task in numba.prange(R * chunks):
         pair, chunk = task // chunks, task % chunks
         p, q = pairs[pair, 0], pairs[pair, 1]
         shared = np.empty(G, np.float32)  # the gates with block q left empty
         arg = np.empty(G, np.float32)
         e = np.empty(G, np.float32)
+        shared_factor = np.empty(G, np.float32)
         c = np.empty(H, np.float32)
         h = np.empty(H, np.float32)
         logits = np.empty(A * K, np.float32)
@@ -88,13 +108,28 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
             now = actual[p, q, m]
             for g in range(G):
                 shared[g] = gates[p, m, g] - block[p, q, now, g]
+            # exp(-x) for the sigmoids of i, f, o; exp(-2x) for tanh(g) = 2 sigmoid(2g) - 1
+            for g in range(G):
+                arg[g] = -shared[g]
+            for g in range(2 * H, 3 * H):
+                arg[g] *= np.float32(2.0)
+            largest = np.float32(0.0)
+            for g in range(G):
+                largest = max(largest, abs(arg[g]))
+            factored = rows_in_range[pair] and largest < _FACTOR_LIMIT
+            if factored:
+                _exp_into(arg, shared_factor, bits, G)
             for a in range(A):
-                # exp(-x) for the sigmoids of i, f, o; exp(-2x) for tanh(g) = 2 sigmoid(2g) - 1
-                for g in range(G):
-                    arg[g] = -(shared[g] + block[p, q, a, g])
-                for g in range(2 * H, 3 * H):
-                    arg[g] *= np.float32(2.0)
-                _exp_into(arg, e, bits, G)
+                if factored:
+                    factor = row_factor[pair, a]
+                    for g in range(G):
+                        e[g] = shared_factor[g] * factor[g]
+                else:  # a factor beyond exp's clamp: the exp of the sum itself
+                    for g in range(G):
+                        arg[g] = -(shared[g] + block[p, q, a, g])
+                    for g in range(2 * H, 3 * H):
+                        arg[g] *= np.float32(2.0)
+                    _exp_into(arg, e, bits, G)
                 for j in range(H):
                     c[j] = (c_prev[p, m, j] / (np.float32(1.0) + e[H + j])
                             + (np.float32(2.0) / (np.float32(1.0) + e[2 * H + j]) - np.float32(1.0))

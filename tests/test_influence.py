@@ -191,6 +191,18 @@ def test_fused_cpu_kernel_stays_finite_where_probabilities_underflow():
     assert (fused["kl"] >= 0).all() and (fused["jsd"] >= 0).all() and (fused["jsd"] <= math.log(2) + 1e-6).all()
 
 
+def test_fused_cpu_kernel_mixes_factored_and_direct_exponentials_exactly():
+    """exp(-(shared + row)) is taken as a product of two exps, except for a sample whose gates
+    or a listener whose rows lie beyond exp's clamp: there the exp of the sum (both paths in one call)."""
+    inputs = random_influence_inputs(P=3, Q=2, M=11, scale=1.5)
+    inputs["gates"][1, 4, :5] = 95.0  # one sample of listener 1 saturates a few gates
+    inputs["block_weight"][2, 1, 3, 40] = -90.0  # one row of listener 2's second block is huge
+    with torch.no_grad():
+        fused = causal_influence(**inputs, kind="jsd")
+    torch.testing.assert_close(fused, causal_influence(**inputs, kind="jsd"), atol=1e-5, rtol=1e-5)
+    assert fused.abs().max() > 1e-2
+
+
 def test_causal_influence_rejects_a_bad_kind_or_pmi_without_the_outcome():
     inputs = random_influence_inputs()
     with pytest.raises(ValueError, match="unknown divergence 'l2'"):

@@ -334,3 +334,37 @@ def test_lstm_kernels_as_plain_python_equal_the_compiled_ones():
                                  B=3, H=4)
     for a, b in zip(compiled, python, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_rollouts_first_layer_weights_follow_every_change_of_the_parameters():
+    """Without gradients the re-laid-out first-layer weights are kept between steps
+    (:class:`DerivedWeight`); an optimiser step, ``load_state_dict`` or ``.double()`` must show
+    in the next step's output."""
+    torch.manual_seed(5)
+    model, other = AgentNetworks(5, 9), ConvFeaturesLinear(5, 6, 169, 20)
+    obs = torch.randint(0, 256, (4, 5, 15, 15, 3), dtype=torch.uint8)
+    optimizer = torch.optim.Adam([*model.parameters(), *other.parameters()], lr=0.1)
+
+    def fresh():  # what the layers give when nothing is kept
+        conv = model.conv(obs)
+        return [torch.baddbmm(layer.bias, conv, layer.pixel_major_weight()) for layer in (model.fc1, other)]
+
+    for change in range(4):
+        with torch.no_grad():
+            kept, features = model.first_layers(obs, other), model.features(obs)
+            assert model.first_layers(obs, other)[0] is not kept[0]  # a new output, from the kept weights
+        expected = fresh()
+        for a, b in zip(kept, expected, strict=True):
+            torch.testing.assert_close(a, b.detach(), **TOL)
+        torch.testing.assert_close(features, model.features(obs).detach(), **TOL)
+        if change == 0:
+            sum(x.sum() for x in expected).backward()
+            optimizer.step()
+        elif change == 1:
+            model.load_state_dict(AgentNetworks(5, 9).state_dict())
+        elif change == 2:
+            with torch.no_grad():
+                other.bias.add_(1.0)
+    model.double(), other.double()
+    with torch.no_grad():
+        torch.testing.assert_close(model.first_layers(obs, other)[1], fresh()[1].detach(), **TOL)

@@ -198,13 +198,16 @@ class BasicInfluence(Policy):
         features = model.features(obs)  # [N, B, fc]
         N, B = features.shape[:2]
         # 1. influencers act (their influencer block is always empty)
-        gates_empty = model.lstm_inputs(features, torch.zeros(N, B, model.extra_size, device=obs.device))
-        first_logits, _ = model.heads(model.lstm.cell(gates_empty, h, c)[0])
+        gates_empty = model.lstm.gates(model.lstm_inputs(features, torch.zeros(N, B, model.extra_size,
+                                                                                device=obs.device)), h)
+        first_logits, _ = model.heads(model.lstm.activate(gates_empty, c)[0])
         influencer_actions, _ = sample(first_logits[:m], sampler, greedy)  # [m, B]
-        # 2. influencees see the influencers' actions of this step
+        # 2. influencees see the influencers' actions of this step: their one-hot rows of the
+        # input weights join the gates (the rest of the step, recurrent part included, is shared)
         actions_so_far = torch.zeros(B, N, dtype=torch.long, device=obs.device)
         actions_so_far[:, :m] = influencer_actions.T
-        gates = model.lstm.gates(model.lstm_inputs(features, self.extra(actions_so_far)), h)
+        extra_weight = model.lstm.weight_ih[:, -model.extra_size:]  # [N, m * A, 4H]
+        gates = torch.baddbmm(gates_empty, self.extra(actions_so_far), extra_weight)
         h_new, c_new = model.lstm.activate(gates, c)
         logits, values = model.heads(h_new)  # influencer rows equal step 1's
         influencee_actions, _ = sample(logits[m:], sampler, greedy)

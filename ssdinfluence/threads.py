@@ -123,6 +123,20 @@ def default_torch_threads(cores: int) -> int:
     return 1 if cores <= 2 else cores
 
 
+def rollout_torch_threads(cores: int, num_envs: int) -> int:
+    """Torch's threads in the rollout when the user chose none: :func:`default_torch_threads`,
+    except that on 2 cores or fewer a batch of :data:`ROLLOUT_ENVS_PER_THREAD` envs per core
+    takes them all: its per-step matmuls are then large enough to pay for the wake-ups (PPO
+    baseline at 128 envs on 2 cores, quiet: 16,006 env steps/s on two torch threads against
+    14,861 on one; at 32 envs one thread stays faster)."""
+    if cores > 2:
+        return default_torch_threads(cores)
+    return env_threads(num_envs, cores, per_thread=ROLLOUT_ENVS_PER_THREAD)
+
+
+ROLLOUT_ENVS_PER_THREAD = 64
+
+
 def keep_freed_memory() -> bool:
     """Have glibc serve blocks up to 1 GiB from its heap and never trim it (see the module
     docstring). Returns whether it applied (False off glibc, e.g. macOS or musl)."""

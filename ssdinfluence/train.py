@@ -161,6 +161,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
 
     # --- threads and random streams --------------------------------------------------------
     cores = threads.configure(config.threads)  # the update's torch threads; the rollout's may be fewer
+    rollout_threads = config.threads or threads.rollout_torch_threads(cores, config.num_envs)
     torch.manual_seed(config.seed)  # initial weights
     sampler = torch.Generator(device=device).manual_seed(config.seed + 1)  # actions, minibatches
 
@@ -202,7 +203,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 influence_sum, pairs_sum = torch.zeros(N, device=device), torch.zeros(N, N, device=device)
 
                 # --- 1. rollout -----------------------------------------------------------
-                with torch.no_grad():
+                with torch.no_grad(), threads.torch_threads(rollout_threads):
                     # obs and info are the env's own buffers, which every env step rewrites in place
                     acting = _act_double_buffered if config.double_buffer else _act
                     for t, step, actions_np, rewards, truncated in acting(run, policy, rollout, obs, info, timers):

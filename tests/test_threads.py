@@ -99,6 +99,8 @@ def test_configure_sets_torch_and_numba_and_rejects_negative_counts():
     with pytest.raises(ValueError, match="threads must be >= 0"):
         threads.configure(-1)
     assert [threads.default_torch_threads(c) for c in (1, 2, 3, 16)] == [1, 1, 3, 16]
+    assert [threads.rollout_torch_threads(2, b) for b in (1, 32, 127, 128, 4096)] == [1, 1, 1, 2, 2]
+    assert [threads.rollout_torch_threads(c, 4096) for c in (1, 3, 16)] == [1, 3, 16]
 
 
 def test_keep_freed_memory_applies_on_linux_glibc():

@@ -126,16 +126,16 @@ def test_agents_learn_on_a_small_map(tmp_path):
     assert late > early + 6, (early, late)  # measured: +11 learning, -1 with lr ~ 0
 
 
-@pytest.mark.parametrize("double_buffer", [False, True])
-def test_training_does_not_depend_on_thread_count(tmp_path, double_buffer):
+@pytest.mark.parametrize("num_envs,double_buffer", [(8, False), (8, True), (128, False)])
+def test_training_does_not_depend_on_thread_count(tmp_path, num_envs, double_buffer):
     import numba
 
     torch_threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
     try:
         models = []
-        for threads in (1, 2, 0):  # 0: on 2 cores, one torch thread in the rollout and two in the update
+        for threads in (1, 2, 0):  # 0: on 2 cores, two torch threads in the update and in the rollout from 128 envs
             out = tmp_path / f"t{threads}"
-            train(tiny_config(out, threads=threads, num_envs=8, steps=3 * 8 * 16, ppo_minibatches=2,
+            train(tiny_config(out, threads=threads, num_envs=num_envs, steps=3 * num_envs * 16, ppo_minibatches=2,
                               double_buffer=double_buffer))
             models.append(checkpoint.load(out)["model"])
     finally:

@@ -63,7 +63,10 @@ def worker(kind: str, seconds: float) -> dict:
 
         rows = []
         with tempfile.TemporaryDirectory() as out:
-            num_envs, rollout, updates = 32, 64, 4  # the first update (warm-up) is not counted
+            from ssdinfluence.config import Config
+
+            # the defaults' batch, 4 updates of which the first (warm-up) is not counted
+            num_envs, rollout, updates = Config.num_envs, Config.rollout_length, 4
             config = build_config({"env": "cleanup", "agents": 5, "model": "baseline", "num_envs": num_envs,
                                    "rollout_length": rollout, "steps": num_envs * rollout * updates, "out": out,
                                    "log_trajectories": "", "checkpoint_every": 10_000})

@@ -3,7 +3,7 @@
     python bench/soak.py                                  # 1e7 env steps (hours on 2 cores)
     python bench/soak.py --steps 2e5 --samples 10         # a quick check that it works
 
-Trains 5 agents on Cleanup with the default batch (32 envs x 128 steps), logging every
+Trains 5 agents on Cleanup with the default batch (``--num-envs``, default 128, x 32 steps), logging every
 episode of envs 0 and 1 to trajectories.h5 and checkpointing every 50 updates, in a temporary
 run directory. After every update it reads the process's resident memory (VmRSS, Linux); it
 prints ``--samples`` evenly spaced rows of env steps, wall time, RSS and the log's size, and
@@ -24,7 +24,7 @@ import numba
 import torch
 
 import ssdinfluence
-from ssdinfluence.config import build_config
+from ssdinfluence.config import Config, build_config
 from ssdinfluence.train import train
 
 
@@ -69,7 +69,7 @@ def main():
     parser.add_argument("--steps", type=float, default=1e7, help="Env steps of the run (e.g. 1e7).")
     parser.add_argument("--env", default="cleanup")
     parser.add_argument("--model", default="baseline")
-    parser.add_argument("--num-envs", type=int, default=32)
+    parser.add_argument("--num-envs", type=int, default=Config.num_envs)
     parser.add_argument("--log-every", type=int, default=1, help="Log every k-th episode of envs 0 and 1.")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -34,6 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from revision import exported  # noqa: E402
 
+from ssdinfluence.config import Config  # noqa: E402  (the defaults; each measurement imports its own tree)
+
 TIMERS = ("env", "forward", "backward", "logging")
 
 
@@ -76,8 +78,8 @@ def main():
     parser.add_argument("--env", default="cleanup")
     parser.add_argument("--models", default="baseline,visible,influence,moa,moa-baseline,comm,comm-baseline")
     parser.add_argument("--algos", default="ppo")
-    parser.add_argument("--num-envs", default="32", help="comma-separated batch sizes")
-    parser.add_argument("--rollout", type=int, default=128)
+    parser.add_argument("--num-envs", default=str(Config.num_envs), help="comma-separated batch sizes")
+    parser.add_argument("--rollout", type=int, default=Config.rollout_length)
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--double-buffer", default="off", help="comma-separated off,on: Config.double_buffer")

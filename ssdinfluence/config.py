@@ -76,11 +76,13 @@ class Config:
     model: str = "baseline"
     algo: str = "ppo"
     steps: int = 5_000_000
-    num_envs: int = 32
+    # 128 envs x 32 steps: the same 4,096 env steps and minibatches per update as 32 x 128, with
+    # the rollout's per-step cost spread over 4x the envs (bench/learn.py: not worse; README Speed)
+    num_envs: int = 128
     seed: int = 0
     device: str = "auto"
     out: str = ""
-    rollout_length: int = 128
+    rollout_length: int = 32
     bptt_length: int = 32
     double_buffer: bool = False
     lr: float = 0.00126

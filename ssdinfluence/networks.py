@@ -22,10 +22,11 @@ their outputs and gradients against the plain compositions of torch ops they rep
   channels-last grouped convolution with the ReLU fused into the copy that puts its output
   agent-major (the composition of standard ops pays two extra layout conversions and a
   strided ReLU backward).
-* :class:`_LSTMSequence`, the LSTM unrolled over a sequence: per step one matmul and a few
-  element-wise ops into preallocated buffers; the backward walks back through time with one
-  matmul per step and computes the recurrent weight's gradient in one matmul over all steps,
-  instead of autograd's dozen small nodes per step.
+* :class:`_LSTMSequence`, the LSTM unrolled over a sequence: per step one matmul and the
+  element-wise work (on the CPU one Numba kernel, :mod:`ssdinfluence.lstm_cpu`); the backward
+  walks back through time with one matmul and one kernel per step and computes the recurrent
+  weight's gradient in one matmul over all steps, instead of autograd's dozen small nodes per
+  step. The rollout's single steps use the same kernel (:meth:`BatchedLSTM.activate`).
 """
 
 from __future__ import annotations

@@ -31,8 +31,9 @@ to 1-10% of its quiet value (``bench/contention.py``). So:
   rollout's per-step ops; the update's matmuls over a whole minibatch are large enough to pay
   for the wake-ups, so the trainer runs the update on every core (:func:`torch_threads`): one
   PPO minibatch's forward and backward took 69 ms on two passive threads against 100 ms on one
-  (AMD EPYC, 2 cores, quiet). More cores are not measured, so they keep one torch thread per
-  core throughout.
+  (AMD EPYC, 2 cores, quiet). The rollout's ops also pay for both cores once the batch is
+  large, from 128 envs on 2 cores (:func:`rollout_torch_threads`). More cores are not
+  measured, so they keep one torch thread per core throughout.
 * :func:`keep_freed_memory`: an update's large temporaries (tens of MB each) are by default
   mapped fresh from the OS and returned on free, so every one pays its page faults again; with
   glibc told to keep them, an update's forward and backward take about 15% less CPU time. The

@@ -201,7 +201,7 @@ class BatchedLSTM(nn.Module):
         Without gradients on the CPU one Numba kernel (:mod:`ssdinfluence.lstm_cpu`)."""
         if lstm_cpu.applies(gates) and not (torch.is_grad_enabled() and (gates.requires_grad or c.requires_grad)):
             h, c_new = torch.empty_like(c), torch.empty_like(c)
-            with threads.for_envs(gates.shape[0] * gates.shape[1], per_thread=IMAGES_PER_THREAD):
+            with threads.for_envs(gates.shape[0] * gates.shape[1], per_thread=CELL_ROWS_PER_THREAD):
                 lstm_cpu.cell_forward(gates.contiguous().numpy(), c.contiguous().numpy(), h.numpy(), c_new.numpy())
             return h, c_new
         i, f, g, o = gates.chunk(4, dim=-1)
@@ -468,8 +468,10 @@ class _LSTMSequence(torch.autograd.Function):
         return grad_gates, dh0, dc, None, grad_weight
 
 
-LSTM_ROWS_PER_THREAD = 64  # (agent, sample) rows per Numba thread in the update's LSTM kernels (a minibatch's 160
-# take both cores: 1.4x faster per step); a rollout step's cell keeps IMAGES_PER_THREAD, one thread for 160
+# (agent, sample) rows per Numba thread in the LSTM's kernels: a minibatch's 160 rows per step take
+# both cores (1.4x faster per step); a rollout step's 160 (32 envs) stay on one, as its conv does
+LSTM_ROWS_PER_THREAD = 64
+CELL_ROWS_PER_THREAD = 256
 
 
 def reset_state(state, episode_start):

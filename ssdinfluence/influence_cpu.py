@@ -47,6 +47,32 @@ def _exp_into(x, out, bits, n):
         out[i] *= scale[i]
 
 
+@numba.njit(cache=True, fastmath=True, error_model="numpy", inline="always")
+def _head_logits(hidden, weight, bias, logits):
+    """``logits[a * K + k] = bias[k] + hidden[a] . weight[k]`` for ``hidden [A, H]``, ``weight
+    [K, H]`` (output-major), ``bias [K]``: three values a at a time share each load of a weight
+    row (the dot products are bound by loads: 41 against 61 ns per value for 9 outputs)."""
+    A, H = hidden.shape
+    K = weight.shape[0]
+    triples = A - A % 3
+    for k in range(K):
+        w = weight[k]
+        for a in range(0, triples, 3):
+            h0, h1, h2 = hidden[a], hidden[a + 1], hidden[a + 2]
+            t0 = t1 = t2 = bias[k]
+            for j in range(H):
+                t0 += h0[j] * w[j]
+                t1 += h1[j] * w[j]
+                t2 += h2[j] * w[j]
+            logits[a * K + k], logits[(a + 1) * K + k], logits[(a + 2) * K + k] = t0, t1, t2
+        for a in range(triples, A):
+            h0 = hidden[a]
+            total = bias[k]
+            for j in range(H):
+                total += h0[j] * w[j]
+            logits[a * K + k] = total
+
+
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
 def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, pairs,
                      out):
@@ -98,7 +124,7 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
         e = np.empty(G, np.float32)
         shared_factor = np.empty(G, np.float32)
         c = np.empty(H, np.float32)
-        h = np.empty(H, np.float32)
+        hidden = np.empty((A, H), np.float32)  # h of every counterfactual value
         logits = np.empty(A * K, np.float32)
         probs = np.empty(A * K, np.float32)
         joint = np.empty(A * K, np.float32)
@@ -135,14 +161,11 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
                             + (np.float32(2.0) / (np.float32(1.0) + e[2 * H + j]) - np.float32(1.0))
                             / (np.float32(1.0) + e[j]))
                     arg[j] = np.float32(-2.0) * c[j]
+                h = hidden[a]
                 _exp_into(arg, h, bits, H)
                 for j in range(H):
                     h[j] = (np.float32(2.0) / (np.float32(1.0) + h[j]) - np.float32(1.0)) / (np.float32(1.0) + e[3 * H + j])
-                for k in range(K):
-                    total = head_bias[p, k]
-                    for j in range(H):
-                        total += h[j] * head_weight[p, k, j]
-                    logits[a * K + k] = total
+            _head_logits(hidden, head_weight[p], head_bias[p], logits)
             # log-softmax within each group: logits -> log-probabilities, probs -> probabilities
             for a in range(A):
                 for grp in range(groups):

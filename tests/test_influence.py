@@ -191,6 +191,17 @@ def test_fused_cpu_kernel_stays_finite_where_probabilities_underflow():
     assert (fused["kl"] >= 0).all() and (fused["jsd"] >= 0).all() and (fused["jsd"] <= math.log(2) + 1e-6).all()
 
 
+@pytest.mark.parametrize("values", [2, 7])
+def test_fused_cpu_kernel_takes_any_number_of_values(values):
+    """The head's dot products go three values at a time, the rest one by one (Harvest's
+    messages have 7 values)."""
+    inputs = random_influence_inputs(A=values)
+    with torch.no_grad():
+        fused = causal_influence(**inputs, kind="jsd")
+    torch.testing.assert_close(fused, causal_influence(**inputs, kind="jsd"), atol=1e-5, rtol=1e-5)
+    assert fused.abs().max() > 1e-2
+
+
 def test_fused_cpu_kernel_mixes_factored_and_direct_exponentials_exactly():
     """exp(-(shared + row)) is taken as a product of two exps, except for a sample whose gates
     or a listener whose rows lie beyond exp's clamp: there the exp of the sum (both paths in one call)."""

@@ -106,7 +106,10 @@ def sequence_forward_step(t, acts, h_prev, c_prev, keep, tanh_c, hidden, c_last)
                     c_prev[n, t + 1, b, j] = c[j] * k
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
+# No fastmath here (nothing to reassociate, no exp): with it, the code compiled in the first
+# process and the code loaded from Numba's cache by later ones gave results 1 ulp apart, and a
+# killed-and-resumed run differed from an uninterrupted one (tests/test_kernels.py).
+@numba.njit(cache=True, parallel=True, error_model="numpy")
 def sequence_backward_step(t, acts, tanh_c, c_prev, keep, grad_hidden, dh_carry, dc, grad_gates):
     """Step t of the backward through time, before its matmul.
 

@@ -2,6 +2,12 @@
 outputs and gradients to 1e-5, in float64 (so that only a difference in the math could fail,
 not float32 summation order) and the outputs also in float32."""
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -368,3 +374,40 @@ def test_the_rollouts_first_layer_weights_follow_every_change_of_the_parameters(
     model.double(), other.double()
     with torch.no_grad():
         torch.testing.assert_close(model.first_layers(obs, other)[1], fresh()[1].detach(), **TOL)
+
+
+KERNEL_OUTPUTS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    import torch
+    from ssdinfluence import lstm_cpu, conv_cpu
+    from ssdinfluence.influence import causal_influence
+    from test_kernels import conv_kernel_results, lstm_kernel_results
+    from test_influence import random_influence_inputs
+    outputs = list(lstm_kernel_results((lstm_cpu.sequence_forward_step, lstm_cpu.sequence_backward_step), B=20, H=32))
+    gates, c = 2 * np.ones((3, 5, 128), np.float32).cumsum(-1) / 64 - 2, np.linspace(-2, 2, 480, dtype=np.float32)
+    h_new, c_new = np.empty((3, 5, 32), np.float32), np.empty((3, 5, 32), np.float32)
+    lstm_cpu.cell_forward(gates, c.reshape(3, 5, 32), h_new, c_new)
+    outputs += [h_new, c_new, *conv_kernel_results((conv_cpu.conv_relu_forward, conv_cpu.conv_relu_backward), M=40)]
+    with torch.no_grad():
+        outputs.append(causal_influence(**random_influence_inputs(K=18, M=20), groups=2, kind="jsd").numpy())
+    np.savez(sys.argv[1], *outputs)
+""")
+
+
+@pytest.mark.slow
+def test_kernels_give_the_same_bits_compiled_afresh_and_loaded_from_numbas_cache(tmp_path):
+    """The same seed must give the same training in every process: the first compiles the kernels
+    and writes Numba's cache, later ones load it. (With ``fastmath``, the LSTM's backward kernel
+    once gave results 1 ulp apart between the two, and a killed-and-resumed run then differed
+    from an uninterrupted one on a fresh clone.)"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    for name in ("fresh", "cached"):
+        subprocess.run([sys.executable, "-c", KERNEL_OUTPUTS, str(tmp_path / f"{name}.npz"),
+                        str(Path(__file__).resolve().parent)], env=env, check=True, timeout=600)
+    fresh, cached = np.load(tmp_path / "fresh.npz"), np.load(tmp_path / "cached.npz")
+    assert len(fresh.files) == 14 and any((tmp_path / "cache").rglob("*.nbc"))
+    for key in fresh.files:
+        np.testing.assert_array_equal(fresh[key], cached[key], err_msg=key)

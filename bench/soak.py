@@ -3,9 +3,9 @@
     python bench/soak.py                                  # 1e7 env steps (hours on 2 cores)
     python bench/soak.py --steps 2e5 --samples 10         # a quick check that it works
 
-Trains 5 agents on Cleanup with the default batch (``--num-envs``, default 128, x 32 steps), logging every
-episode of envs 0 and 1 to trajectories.h5 and checkpointing every 50 updates, in a temporary
-run directory. After every update it reads the process's resident memory (VmRSS, Linux); it
+Trains 5 agents on Cleanup with the default batch (``--num-envs``, default 128, x 32 steps),
+logging every episode of envs 0 and 1 to trajectories.h5 and checkpointing every 50 updates, in
+a temporary run directory. After every update it reads the process's resident memory (VmRSS, Linux); it
 prints ``--samples`` evenly spaced rows of env steps, wall time, RSS and the log's size, and
 the growth of the peak RSS from the first tenth of the run to the last (what a leak would show). Writes
 bench/results/soak-<steps>.json with every update's RSS.

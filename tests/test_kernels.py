@@ -358,7 +358,6 @@ def test_the_rollouts_first_layer_weights_follow_every_change_of_the_parameters(
     for change in range(4):
         with torch.no_grad():
             kept, features = model.first_layers(obs, other), model.features(obs)
-            assert model.first_layers(obs, other)[0] is not kept[0]  # a new output, from the kept weights
         expected = fresh()
         for a, b in zip(kept, expected, strict=True):
             torch.testing.assert_close(a, b.detach(), **TOL)

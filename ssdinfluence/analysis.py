@@ -29,6 +29,7 @@ import numpy as np
 
 from .config import Config
 from .metrics import OUTCOME_KEYS, influence_statistics, instantaneous_coordination, speaker_consistency
+from .rundir import open_metrics, saved_metrics
 from .trajectories import TrajectoryReader
 
 __all__ = [
@@ -137,7 +138,7 @@ def find_runs(paths) -> list[Path]:
 
 
 def _read_metrics(path: Path) -> dict:
-    with open(path, newline="") as f:
+    with open_metrics(path) as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:
         raise RunError(f"{path}: no metrics yet (the run has not finished an update)")
@@ -170,7 +171,7 @@ def load_run(path) -> Run:
         raise RunError(f"{root}: no such run directory")
     try:
         config = json.loads((root / "config.json").read_text())
-        metrics = _read_metrics(root / "metrics.csv")
+        metrics = _read_metrics(saved_metrics(root))
     except RunError:
         raise
     except FileNotFoundError as error:

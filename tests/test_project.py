@@ -118,7 +118,8 @@ def test_committed_study_results_are_not_ignored_but_checkpoints_are():
     # A `runs/` pattern once silently ignored the study's runs/<trial>/metrics.csv, so a finished
     # trial never landed. What the README says is committed must not match .gitignore.
     trial = "bench/results/study/harvest/runs/harvest-baseline-s0"
-    paths = [f"{trial}/{name}" for name in ("metrics.csv", "config.json", "checkpoint.pt", "trajectories.h5")]
+    paths = [f"{trial}/{name}" for name in ("metrics.csv", "metrics.csv.gz", "config.json", "checkpoint.pt",
+                                            "trajectories.h5")]
     check = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
     assert check.returncode in (0, 1), check.stderr
     assert set(check.stdout.split()) == {f"{trial}/checkpoint.pt", f"{trial}/trajectories.h5"}

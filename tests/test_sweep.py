@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gzip
 import json
 import math
 import os
@@ -252,6 +253,34 @@ def test_sweep_runs_seed_major_and_a_finished_trial_needs_only_its_metrics(tmp_p
     shutil.rmtree(first)
     reconcile(sweep_dir, records)
     assert [r["env_steps"] for r in records[:2]] == [0, 32]
+
+
+def test_a_finished_trial_stored_gzipped_stays_finished_and_reads_the_same(tmp_path):
+    """The study's committed runs keep metrics.csv.gz (2.3 MB as text): a resumed sweep leaves
+    such a trial finished, and load_run, the manifest's progress and report read it as the csv."""
+    import numpy as np
+
+    from ssdinfluence.analysis import load_run
+    from ssdinfluence.sweep.manifest import record_progress
+
+    spec = SweepSpec.from_dict({"base": TINY, "models": ["baseline"], "seeds": 1})
+    sweep_dir = tmp_path / "sweep"
+    records = run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1)
+    run_dir = sweep_dir / records[0]["run_dir"]
+    plain = load_run(run_dir).metrics
+    report = invoke("report", str(sweep_dir), "--json", "--no-plot")
+    text = run_dir / "metrics.csv"
+    (run_dir / "metrics.csv.gz").write_bytes(gzip.compress(text.read_bytes()))
+    text.unlink()
+    packed = load_run(run_dir).metrics
+    assert list(packed) == list(plain)
+    assert all(np.array_equal(packed[k], plain[k], equal_nan=True) for k in plain)
+    assert [r["attempts"] for r in run_sweep(sweep_dir, spec, workers=1, threads_per_trial=1)] == [1]
+    assert not text.exists()
+    record = {**records[0], "env_steps": 0, "collective_return": None}
+    assert record_progress(record, run_dir, running=False) and record["env_steps"] == 32
+    again = invoke("report", str(sweep_dir), "--json", "--no-plot")
+    assert report.exit_code == again.exit_code == 0 and again.output == report.output
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):

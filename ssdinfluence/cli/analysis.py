@@ -204,6 +204,7 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
     from collections import Counter
     from pathlib import Path
 
+    from ..rundir import saved_metrics
     from ..sweep import load_manifest
 
     root = Path(sweep_dir)
@@ -216,7 +217,7 @@ def report(sweep_dir, window, drop_nonlearning, min_agent_return, unfinished, ou
         raise click.BadParameter(message, param_hint="SWEEP_DIR") from error
     counts = Counter(record["status"] for record in records)
     wanted = [r for r in records if r["status"] == "finished" or unfinished]
-    runs = [root / r["run_dir"] for r in wanted if (root / r["run_dir"] / "metrics.csv").exists()]
+    runs = [root / r["run_dir"] for r in wanted if saved_metrics(root / r["run_dir"]).exists()]
     if not runs:
         raise click.BadParameter(f"{root}: no {'trial' if unfinished else 'finished trial'} has metrics yet "
                                  f"({', '.join(f'{n} {s}' for s, n in counts.items())})", param_hint="SWEEP_DIR")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..rundir import saved_metrics
 from .backends import make_backend
 from .manifest import (
     Manifest,
@@ -68,7 +69,7 @@ def reconcile(root: Path, records: list[dict]) -> list[dict]:
         run_dir = root / r["run_dir"]
         if r["status"] == "running":  # a driver that died without recording the end
             r["status"] = "interrupted"
-        if r["status"] == "finished" and not (run_dir / "metrics.csv").exists():
+        if r["status"] == "finished" and not saved_metrics(run_dir).exists():
             r["status"] = "pending"  # its run directory was removed: run it again
         if r["status"] != "finished":  # it goes on from its checkpoint, or from the start without one
             r["env_steps"] = checkpoint_steps_or_none(run_dir) or 0

@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..rundir import open_metrics, saved_metrics
 from .spec import Trial
 
 STATUSES = ("pending", "running", "finished", "failed", "interrupted")
@@ -133,7 +134,7 @@ def record_end(record: dict, outcome: dict, root: Path) -> None:
 def record_progress(record: dict, run_dir: Path, running: bool) -> bool:
     """Update env_steps, collective_return (and eta_s while running) from metrics.csv; True if
     anything changed."""
-    row, collective = _metrics_tail(run_dir / "metrics.csv")
+    row, collective = _metrics_tail(saved_metrics(run_dir))
     if row is None:
         return False
     before = (record["env_steps"], record["collective_return"], record["eta_s"])
@@ -149,7 +150,7 @@ def _metrics_tail(path: Path, tail_bytes: int = 65536) -> tuple[dict | None, flo
     """The last row of a metrics.csv and its last finite collective return (episodes end only
     every few updates), reading only the header and the file's tail."""
     try:
-        with open(path, "rb") as handle:
+        with open_metrics(path, "rb") as handle:
             header = handle.readline().decode()
             size = handle.seek(0, os.SEEK_END)
             handle.seek(max(size - tail_bytes, len(header)))

@@ -9,7 +9,7 @@ influences every other). Timed, per step, without gradients:
   forward: one forward pass of all N agents' networks (what acting costs);
   kernel: causal_influence, the reward path (on the CPU the fused Numba kernel of
           ssdinfluence.influence_cpu; on CUDA torch's ops): KL over all counterfactuals, from
-          the gate pre-activations the forward pass has already computed;
+          the gate pre-activations and hidden state the forward pass has already computed;
   torch ops: counterfactual_logits + divergence, the same result from a dozen torch ops (the
           CPU path before the fused kernel, and the CUDA path now);
   naive: the whole network rerun once per counterfactual value (A passes per influencer).
@@ -71,7 +71,8 @@ def measure(N, B, influencers, device, repeats):
 
     @torch.no_grad()
     def kernel():
-        causal_influence(gates_cached, c, block, act, model.policy.weight, model.policy.bias, speaker)
+        causal_influence(gates_cached, c, block, act, model.policy.weight, model.policy.bias, speaker,
+                         hidden_now=hidden_cached)
 
     @torch.no_grad()
     def torch_ops():
@@ -89,6 +90,7 @@ def measure(N, B, influencers, device, repeats):
 
     with torch.no_grad():
         gates_cached = model.lstm.gates(model.lstm_inputs(model.features(obs), extra), h)
+        hidden_cached = model.lstm.activate(gates_cached, c)[0]
     t_forward = timed(sync(forward), repeats)
     t_kernel = timed(sync(kernel), repeats)
     t_torch_ops = timed(sync(torch_ops), repeats)

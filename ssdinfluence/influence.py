@@ -58,7 +58,8 @@ COUNTERFACTUALS_PER_THREAD = 512  # (listener, block, value, env) cells per Numb
 
 
 def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias, speaker_logprobs,
-                     kind: str = "kl", taken=None, groups: int = 1, pairs=None):
+                     kind: str = "kl", taken=None, groups: int = 1, pairs=None, groups_wanted=None,
+                     hidden_now=None):
     """Causal influence of every block on every listener, for all samples: the divergence
     between the listener's head at the block's actual value and its marginal over the values.
 
@@ -70,6 +71,12 @@ def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias
             model of other agents predicts every agent's action: groups = N).
         pairs: ``[P, Q]`` bool, the (listener, block) pairs wanted, or None for all; the others
             are 0 (the kernel skips them: an agent's own message in its own network, say).
+        groups_wanted: ``[P, groups, M]`` bool, the outcome groups wanted of each listener and
+            sample, or None for all; the others are 0 (the kernel skips their head outputs, and
+            a sample with none wanted altogether: the agents out of a predictor's view, say).
+        hidden_now: ``[P, M, H]``, the listeners' hidden state with every block at its actual
+            value (the step's own output), or None. The kernel takes it for the actual value
+            instead of computing that counterfactual again (1 of the A per block).
     Returns:
         ``[P, Q, groups, M]`` float32.
 
@@ -86,23 +93,35 @@ def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias
     M, K = gates.shape[1], head_weight.shape[-1]
     if pairs is not None and tuple(pairs.shape) != (P, Q):
         raise ValueError(f"pairs must be [P, Q] = [{P}, {Q}], got {list(pairs.shape)}")
+    if groups_wanted is not None and tuple(groups_wanted.shape) != (P, groups, M):
+        raise ValueError(f"groups_wanted must be [P, groups, M] = [{P}, {groups}, {M}], "
+                         f"got {list(groups_wanted.shape)}")
+    if hidden_now is not None and tuple(hidden_now.shape) != (P, M, c_prev.shape[-1]):
+        raise ValueError(f"hidden_now must be [P, M, H] = [{P}, {M}, {c_prev.shape[-1]}], "
+                         f"got {list(hidden_now.shape)}")
     if gates.device.type == "cpu" and not torch.is_grad_enabled():
-        wanted = np.argwhere(np.ones((P, Q), bool) if pairs is None else pairs.numpy())  # [R, 2] int64
+        listed = np.argwhere(np.ones((P, Q), bool) if pairs is None else pairs.numpy())  # [R, 2] int64
+        wanted = np.ones((P, groups, M), bool) if groups_wanted is None else groups_wanted.numpy()
+        now = gates.new_empty((P, 0, c_prev.shape[-1])) if hidden_now is None else hidden_now
         out = (np.empty if pairs is None else np.zeros)((P, Q, groups, M), np.float32)
-        with threads.for_envs(len(wanted) * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
-            influence_kernel(gates.contiguous().numpy(), c_prev.contiguous().numpy(),
+        with threads.for_envs(len(listed) * A * M, per_thread=COUNTERFACTUALS_PER_THREAD):
+            influence_kernel(gates.contiguous().numpy(), c_prev.contiguous().numpy(), now.contiguous().numpy(),
                              block_weight.contiguous().numpy(), actual.contiguous().numpy(),
                              head_weight.transpose(1, 2).contiguous().numpy(),
                              head_bias.reshape(P, K).contiguous().numpy(), speaker_logprobs.contiguous().numpy(),
-                             (actual if taken is None else taken).contiguous().numpy(), groups, KIND_CODES[kind],
-                             wanted, out)
+                             (actual if taken is None else taken).contiguous().numpy(), KIND_CODES[kind],
+                             listed, np.ascontiguousarray(wanted), out)
         return torch.from_numpy(out)
     logits = counterfactual_logits(gates, c_prev, block_weight, actual, head_weight, head_bias)
     logits = logits.unflatten(-1, (groups, K // groups)).permute(0, 1, 4, 2, 3, 5)  # [P, Q, groups, A, M, K/groups]
     by_group = (P, Q, groups, M)
     value = divergence(logits, speaker_logprobs.unsqueeze(2), actual.unsqueeze(2).expand(by_group), kind,
                        taken=None if taken is None else taken.unsqueeze(2).expand(by_group))
-    return value if pairs is None else value * pairs.to(value.device, value.dtype).view(P, Q, 1, 1)
+    if pairs is not None:
+        value = value * pairs.to(value.device, value.dtype).view(P, Q, 1, 1)
+    if groups_wanted is not None:
+        value = value * groups_wanted.to(value.device, value.dtype).unsqueeze(1)
+    return value
 
 
 def divergence(cf_logits, cf_logprobs, actual, kind: str = "kl", taken=None):

@@ -48,14 +48,20 @@ def _exp_into(x, out, bits, n):
 
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy", inline="always")
-def _head_logits(hidden, weight, bias, logits):
+def _head_logits(hidden, weight, bias, wanted, logits):
     """``logits[a * K + k] = bias[k] + hidden[a] . weight[k]`` for ``hidden [A, H]``, ``weight
-    [K, H]`` (output-major), ``bias [K]``: three values a at a time share each load of a weight
-    row (the dot products are bound by loads: 41 against 61 ns per value for 9 outputs)."""
+    [K, H]`` (output-major), ``bias [K]``, for the outputs k of the groups that ``wanted
+    [groups]`` marks (the others are set to 0): three values a at a time share each load of a
+    weight row (the dot products are bound by loads: 41 against 61 ns per value for 9 outputs)."""
     A, H = hidden.shape
     K = weight.shape[0]
+    width = K // wanted.shape[0]
     triples = A - A % 3
     for k in range(K):
+        if not wanted[k // width]:
+            for a in range(A):
+                logits[a * K + k] = np.float32(0.0)
+            continue
         w = weight[k]
         for a in range(0, triples, 3):
             h0, h1, h2 = hidden[a], hidden[a + 1], hidden[a + 2]
@@ -74,8 +80,8 @@ def _head_logits(hidden, weight, bias, logits):
 
 
 @numba.njit(cache=True, parallel=True, fastmath=True, error_model="numpy")
-def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speaker, taken, groups, kind, pairs,
-                     out):
+def influence_kernel(gates, c_prev, hidden_now, block, actual, head_weight, head_bias, speaker, taken, kind, pairs,
+                     wanted, out):
     """Divergence of each listener's head between the actual value of each block and the
     marginal over the block's counterfactual values (Jaques et al. 2019, Eq. 1-2), for the
     (listener, block) pairs listed in ``pairs``.
@@ -84,16 +90,24 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
         gates: ``[P, M, G]`` float32, the gate pre-activations with the actual one-hots in place
             (input part, recurrent part and bias summed).
         c_prev: ``[P, M, H]`` float32, the cell state before the step.
+        hidden_now: ``[P, M, H]`` float32, the listeners' hidden state after the step with every
+            block at its actual value (the step's own), taken for the actual value instead of
+            computing it again; or ``[P, 0, H]``: compute it too.
         block: ``[P, Q, A, G]`` float32, the input-weight rows of each listener's blocks.
         actual: ``[P, Q, M]`` int64, the value each block actually holds.
         head_weight: ``[P, K, H]`` float32 (output-major); head_bias: ``[P, K]`` float32.
         speaker: ``[P, Q, A, M]`` float32, log-probability the influencer gave each value.
         taken: ``[P, Q, M]`` int64, the outcome taken (read only for pmi, one group).
-        groups: number of outcome groups in K; kind: :data:`KIND_CODES` value.
+        kind: :data:`KIND_CODES` value.
         pairs: ``[R, 2]`` int64, the (p, q) pairs to evaluate (the others are not touched).
+        wanted: ``[P, groups, M]`` bool, the outcome groups wanted of each listener and sample
+            (K holds ``groups`` equal groups): the others are 0, and a sample with none wanted
+            costs nothing (a model of other agents scores only the agents in its view).
         out: ``[P, Q, groups, M]`` float32, written at the listed pairs.
     """
     M, G = gates.shape[1], gates.shape[2]
+    groups = wanted.shape[1]
+    given_now = hidden_now.shape[1] == M
     A = block.shape[2]
     H, K = G // 4, head_weight.shape[1]
     width = K // groups
@@ -131,6 +145,10 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
         bits = np.empty(max(G, A * K), np.int32)
         log_marginal = np.empty(K, np.float32)
         for m in range(chunk * CHUNK, min(M, (chunk + 1) * CHUNK)):
+            if not wanted[p, :, m].any():
+                for grp in range(groups):
+                    out[p, q, grp, m] = np.float32(0.0)
+                continue
             now = actual[p, q, m]
             for g in range(G):
                 shared[g] = gates[p, m, g] - block[p, q, now, g]
@@ -146,6 +164,9 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
             if factored:
                 _exp_into(arg, shared_factor, bits, G)
             for a in range(A):
+                if given_now and a == now:  # the step's own hidden state
+                    hidden[a] = hidden_now[p, m]
+                    continue
                 if factored:
                     factor = row_factor[pair, a]
                     for g in range(G):
@@ -165,7 +186,7 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
                 _exp_into(arg, h, bits, H)
                 for j in range(H):
                     h[j] = (np.float32(2.0) / (np.float32(1.0) + h[j]) - np.float32(1.0)) / (np.float32(1.0) + e[3 * H + j])
-            _head_logits(hidden, head_weight[p], head_bias[p], logits)
+            _head_logits(hidden, head_weight[p], head_bias[p], wanted[p, :, m], logits)
             # log-softmax within each group: logits -> log-probabilities, probs -> probabilities
             for a in range(A):
                 for grp in range(groups):
@@ -202,6 +223,9 @@ def influence_kernel(gates, c_prev, block, actual, head_weight, head_bias, speak
                     total += joint[a * K + k]
                 log_marginal[k] += math.log(total)
             for grp in range(groups):
+                if not wanted[p, grp, m]:
+                    out[p, q, grp, m] = np.float32(0.0)
+                    continue
                 lo = grp * width
                 now_lo = now * K + lo
                 value = np.float32(0.0)

@@ -229,7 +229,7 @@ class BasicInfluence(Policy):
         felt = causal_influence(gates[listeners], c[listeners], block_weight, actual, model.policy.weight[listeners],
                                 model.policy.bias[listeners],
                                 speaker_logprobs.unsqueeze(0).expand(N - m, m, self.num_actions, B), self.kind,
-                                taken=taken).squeeze(2)  # [N-m, m, B]: influence of k on j
+                                taken=taken, hidden_now=h_new[listeners]).squeeze(2)  # [N-m, m, B]: influence of k on j
         pairs = torch.zeros(B, N, N, device=obs.device)
         pairs[:, :m, m:] = felt.permute(2, 1, 0)
         influence = pairs.sum(2)  # [B, N]: what each agent exerted
@@ -300,10 +300,11 @@ class ModelOfOtherAgentsInfluence(Policy):
         moa_h_new, moa_c_new = moa.lstm.activate(moa_gates, moa_c)
         # counterfactuals of each agent's own action in its own MOA
         speaker = torch.log_softmax(logits, -1).transpose(1, 2).unsqueeze(1)  # [N_k, 1, A, B]
+        counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # [N_k, N_j, B]: j in k's view, j != k
         felt = causal_influence(moa_gates, moa_c, moa.action_block_weight(), actions.unsqueeze(1), moa.head.weight,
-                                moa.head.bias, speaker, self.kind, groups=N).squeeze(1)  # [N_k, N_j, B]: k's MOA, its own action varied
-        counts = visible.permute(1, 2, 0) & self.not_self.unsqueeze(-1)  # j in k's view, j != k
-        pairs = (felt * counts).permute(2, 0, 1)  # [B, N_k, N_j]
+                                moa.head.bias, speaker, self.kind, groups=N, groups_wanted=counts,
+                                hidden_now=moa_h_new).squeeze(1)  # [N_k, N_j, B]: k's MOA, its own action varied
+        pairs = felt.permute(2, 0, 1)  # [B, N_k, N_j], 0 where j is out of k's view or j = k
         return ActOutput(actions, logprobs, values, (h_new, c_new, moa_h_new, moa_c_new), pairs.sum(2), pairs, {})
 
     def sequence(self, batch, state):
@@ -448,10 +449,11 @@ class InfluentialCommunication(Policy):
         actual = previous.unsqueeze(0).expand(N, N, B)
         speaker = message_logprobs.transpose(1, 2).unsqueeze(0).expand(N, N, V, B)
         taken = actions.unsqueeze(1).expand(N, N, B)
-        felt = causal_influence(gates, c, block_weight, actual, agents.policy.weight, agents.policy.bias, speaker,
-                                self.kind, taken=taken, pairs=self.not_self).squeeze(2)  # [N_j, N_k, B], 0 where j = k
         spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
-        pairs = felt.permute(2, 1, 0) * spoke.view(B, 1, 1)  # [B, N_k, N_j]
+        felt = causal_influence(gates, c, block_weight, actual, agents.policy.weight, agents.policy.bias, speaker,
+                                self.kind, taken=taken, pairs=self.not_self, groups_wanted=spoke.view(1, 1, B).expand(N, 1, B),
+                                hidden_now=h_new).squeeze(2)  # [N_j, N_k, B], 0 where j = k or nobody spoke
+        pairs = felt.permute(2, 1, 0)  # [B, N_k, N_j]
         new_one_hot = F.one_hot(messages, V).float()
         state = (h_new, c_new, new_one_hot, torch.log_softmax(message_logits, -1))
         prev_messages = torch.where(spoke.view(1, B), previous, torch.full_like(previous, -1))

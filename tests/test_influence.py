@@ -179,6 +179,44 @@ def test_only_the_wanted_pairs_are_computed_and_the_rest_are_zero(groups):
         causal_influence(**inputs, pairs=pairs.T)
 
 
+@pytest.mark.parametrize("kind,groups", [("kl", 1), ("jsd", 3)])
+def test_only_the_wanted_outcome_groups_are_computed_and_the_rest_are_zero(kind, groups):
+    """A model of other agents needs only the agents in its view: the kernel skips the head
+    outputs of the other groups, and whole samples where no group is wanted."""
+    inputs = random_influence_inputs(K=9 * groups)
+    g = torch.Generator().manual_seed(1)
+    wanted = torch.rand(3, groups, 11, generator=g) < 0.5
+    wanted[1, :, 4] = False  # nothing wanted of listener 1 in sample 4
+    wanted[2, :, 7] = True
+    with torch.no_grad():
+        every = causal_influence(**inputs, kind=kind, groups=groups)
+        fused = causal_influence(**inputs, kind=kind, groups=groups, groups_wanted=wanted)
+    torch_ops = causal_influence(**inputs, kind=kind, groups=groups, groups_wanted=wanted)  # autograd on
+    torch.testing.assert_close(fused, torch_ops, atol=1e-5, rtol=1e-5)
+    mask = wanted.unsqueeze(1).expand_as(fused)
+    assert torch.equal(fused[mask], every[mask])  # a wanted group's value does not depend on the others
+    assert (fused[~mask] == 0).all() and (every[~mask].abs() > 1e-3).float().mean() > 0.9
+    with pytest.raises(ValueError, match=r"groups_wanted must be \[P, groups, M\] = \[3, 1, 11\]"):
+        causal_influence(**random_influence_inputs(), groups_wanted=wanted[:, :1, :5])
+
+
+def test_the_kernel_takes_the_actual_values_hidden_state_as_given():
+    """``hidden_now`` (the step's own hidden state) replaces the kernel's own computation of the
+    actual value's counterfactual: the same result to float rounding, and it is really read."""
+    inputs = random_influence_inputs()
+    gates, c_prev = inputs["gates"], inputs["c_prev"]
+    i, f, g, o = gates.chunk(4, -1)
+    hidden = torch.sigmoid(o) * torch.tanh(torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g))
+    with torch.no_grad():
+        computed = causal_influence(**inputs, kind="jsd")
+        given = causal_influence(**inputs, kind="jsd", hidden_now=hidden)
+        wrong = causal_influence(**inputs, kind="jsd", hidden_now=hidden.flip(1))
+    torch.testing.assert_close(given, computed, atol=1e-5, rtol=1e-5)
+    assert (wrong - computed).abs().max() > 1e-2
+    with pytest.raises(ValueError, match=r"hidden_now must be \[P, M, H\] = \[3, 11, 16\]"):
+        causal_influence(**inputs, hidden_now=hidden[:, :3])
+
+
 def test_fused_cpu_kernel_stays_finite_where_probabilities_underflow():
     inputs = random_influence_inputs(scale=60.0)  # saturated gates; logits hundreds apart
     inputs["head_weight"] = inputs["head_weight"] * 50.0

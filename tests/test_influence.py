@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 import pytest
 import torch
 
@@ -272,3 +273,16 @@ def test_fused_cpu_kernel_gives_the_same_result_at_any_thread_count():
     finally:
         numba.set_num_threads(before)
     assert torch.equal(results[0], results[1])
+
+
+def test_the_kernels_vectorised_log_is_accurate_over_the_range_it_serves():
+    """The kernel takes the logs of its sums of exps (>= 1) with a polynomial of its own."""
+    from ssdinfluence.influence_cpu import _log_into
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([[1.0, math.sqrt(2.0), 2.0, 405.0, 1e-30, 3e38], 1.0 + 404.0 * rng.random(5000),
+                        np.exp(rng.uniform(-80.0, 80.0, 5000))]).astype(np.float32)
+    out, bits = np.empty_like(x), np.empty(len(x), np.int32)
+    _log_into(x, out, bits, len(x))
+    exact = np.log(x.astype(np.float64))
+    np.testing.assert_allclose(out, exact, rtol=3e-7, atol=2e-7)

@@ -14,6 +14,9 @@ influences every other). Timed, per step, without gradients:
           CPU path before the fused kernel, and the CUDA path now);
   naive: the whole network rerun once per counterfactual value (A passes per influencer).
 Threads as the trainer sets them (threads.configure: on 2 cores, one torch thread).
+Forward, kernel and torch ops take turns, round by round (``--repeats`` rounds of about 2 ms
+each): the times are medians, the ratios medians of each round's ratio, so that a machine whose
+speed drifts between measurements does not bias them. The naive rerun is timed on its own.
 Goal: the kernel costs at most 30% of a forward pass per influencer.
 Writes bench/results/influence_kernel.json.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -42,6 +46,21 @@ def timed(fn, repeats):
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def alternated(fns: dict, rounds: int, turn_s: float = 2e-3) -> dict:
+    """Seconds per call of each function in ``fns``, timed in turns that alternate round by
+    round (each turn about ``turn_s`` of calls): per round a list for each name. On a machine
+    whose speed drifts from minute to minute, ratios of the same round are what to compare."""
+    calls = {name: max(1, int(turn_s / max(timed(fn, 1), 1e-7))) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls[name])
+    return times
 
 
 def measure(N, B, influencers, device, repeats):
@@ -91,21 +110,23 @@ def measure(N, B, influencers, device, repeats):
     with torch.no_grad():
         gates_cached = model.lstm.gates(model.lstm_inputs(model.features(obs), extra), h)
         hidden_cached = model.lstm.activate(gates_cached, c)[0]
-    t_forward = timed(sync(forward), repeats)
-    t_kernel = timed(sync(kernel), repeats)
-    t_torch_ops = timed(sync(torch_ops), repeats)
-    t_naive = timed(sync(naive), max(1, repeats // 10))
+    times = alternated({"forward": sync(forward), "kernel": sync(kernel), "torch_ops": sync(torch_ops)}, repeats)
+    t_forward, t_kernel, t_torch_ops = (statistics.median(times[name]) for name in ("forward", "kernel", "torch_ops"))
+    kernel_ratio = statistics.median(k / f for k, f in zip(times["kernel"], times["forward"], strict=True))
+    ops_ratio = statistics.median(k / f for k, f in zip(times["torch_ops"], times["forward"], strict=True))
+    t_naive = timed(sync(naive), max(1, repeats // 10))  # A passes per influencer: indicative only
     return {"agents": N, "envs": B, "influencers": influencers, "device": str(device),
             "forward_ms": 1e3 * t_forward, "kernel_ms": 1e3 * t_kernel, "torch_ops_ms": 1e3 * t_torch_ops,
-            "naive_ms": 1e3 * t_naive, "kernel_over_forward": t_kernel / t_forward,
-            "kernel_over_forward_per_influencer": t_kernel / t_forward / influencers,
-            "torch_ops_over_forward": t_torch_ops / t_forward, "naive_over_forward": t_naive / t_forward}
+            "naive_ms": 1e3 * t_naive, "kernel_over_forward": kernel_ratio,
+            "kernel_over_forward_per_influencer": kernel_ratio / influencers,
+            "torch_ops_over_forward": ops_ratio, "naive_over_forward": t_naive / t_forward}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=30,
+                        help="rounds in which forward, kernel and torch ops take turns (medians reported)")
     parser.add_argument("--device", default="all", help="cpu, cuda, or all (cpu and, when present, cuda)")
     parser.add_argument("--threads", type=int, default=0, help="threads.configure's count (0: the trainer's default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "influence_kernel.json"))

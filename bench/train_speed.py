@@ -12,8 +12,10 @@ into env stepping, the rollout's forward passes, the update (forward + backward 
 and logging, from the trainer's own timers. Every measurement runs in a fresh child process.
 
 ``--against REV`` also measures git revision REV (exported to a temporary directory), in the
-same run, alternating the two trees measurement by measurement ``--repeats`` times, and
-reports the medians and their ratio: on a shared machine only such a ratio means anything.
+same run, the two trees taking turns measurement by measurement ``--repeats`` times (A B, then
+B A, ...), and reports each tree's median and the median of the ratios of the measurements made
+back to back, with their range: on a shared machine whose speed drifts from minute to minute
+only such a ratio means anything.
 Writes bench/results/train_speed.json (``--out``).
 """
 
@@ -112,8 +114,8 @@ def main():
         rows = []
         for job in jobs:
             runs = {name: [] for name in trees}
-            for _ in range(args.repeats):
-                for name, tree in trees.items():
+            for repeat in range(args.repeats):  # the trees take turns, first one then the other (A B B A ...)
+                for name, tree in (list if repeat % 2 == 0 else reversed)(list(trees.items())):
                     runs[name].append(run_child(tree, job))
             speeds = [r["env_steps_per_s"] for r in runs["this"]]
             median = statistics.median(speeds)
@@ -121,14 +123,15 @@ def main():
             row = dict(row, env_steps_per_s=median, runs=speeds)  # the median, as the other tree's
             if args.against:
                 other = [r["env_steps_per_s"] for r in runs[args.against]]
-                row.update(against=args.against, against_env_steps_per_s=statistics.median(other), against_runs=other)
-                row["ratio"] = row["env_steps_per_s"] / row["against_env_steps_per_s"]
+                pairs = [a / b for a, b in zip(speeds, other, strict=True)]  # measured back to back
+                row.update(against=args.against, against_env_steps_per_s=statistics.median(other), against_runs=other,
+                           ratio=statistics.median(pairs), pair_ratios=pairs)
             rows.append(row)
             write_results(out, args, rows, load_before, complete=len(rows) == len(jobs))  # a cut-off run keeps its rows
 
     header = f"{'model':13} {'algo':4} {'B':>5} {'T':>4} {'2buf':>4} {'env steps/s':>12}  " + "  ".join(f"{t:>8}" for t in TIMERS)
     if args.against:
-        header += f"  {args.against[:12]:>12} {'ratio':>6}"
+        header += f"  {args.against[:12]:>12} {'ratio':>6} {'pairs from-to':>13}"
     print(f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; median of {args.repeats}")
     print(header)
     for r in rows:
@@ -136,7 +139,8 @@ def main():
                 f"{'on' if r['double_buffer'] else 'off':>4} {r['env_steps_per_s']:12,.0f}  "
                 + "  ".join(f"{100 * r['share'][t]:7.1f}%" for t in TIMERS))
         if args.against:
-            line += f"  {r['against_env_steps_per_s']:12,.0f} {r['ratio']:6.2f}"
+            line += (f"  {r['against_env_steps_per_s']:12,.0f} {r['ratio']:6.2f} "
+                     f"{min(r['pair_ratios']):6.2f}-{max(r['pair_ratios']):.2f}")
         print(line)
     print(f"\nwrote {out}")
 

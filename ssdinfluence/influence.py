@@ -93,9 +93,10 @@ def causal_influence(gates, c_prev, block_weight, actual, head_weight, head_bias
     M, K = gates.shape[1], head_weight.shape[-1]
     if pairs is not None and tuple(pairs.shape) != (P, Q):
         raise ValueError(f"pairs must be [P, Q] = [{P}, {Q}], got {list(pairs.shape)}")
-    if groups_wanted is not None and tuple(groups_wanted.shape) != (P, groups, M):
-        raise ValueError(f"groups_wanted must be [P, groups, M] = [{P}, {groups}, {M}], "
-                         f"got {list(groups_wanted.shape)}")
+    if groups_wanted is not None and (tuple(groups_wanted.shape) != (P, groups, M)
+                                      or groups_wanted.dtype != torch.bool):
+        raise ValueError(f"groups_wanted must be bool [P, groups, M] = [{P}, {groups}, {M}], "
+                         f"got {groups_wanted.dtype} {list(groups_wanted.shape)}")
     if hidden_now is not None and tuple(hidden_now.shape) != (P, M, c_prev.shape[-1]):
         raise ValueError(f"hidden_now must be [P, M, H] = [{P}, {M}, {c_prev.shape[-1]}], "
                          f"got {list(hidden_now.shape)}")

@@ -451,7 +451,8 @@ class InfluentialCommunication(Policy):
         taken = actions.unsqueeze(1).expand(N, N, B)
         spoke = one_hot.sum((0, 2)) > 0  # [B]: false at an episode's first step
         felt = causal_influence(gates, c, block_weight, actual, agents.policy.weight, agents.policy.bias, speaker,
-                                self.kind, taken=taken, pairs=self.not_self, groups_wanted=spoke.view(1, 1, B).expand(N, 1, B),
+                                self.kind, taken=taken, pairs=self.not_self,
+                                groups_wanted=spoke.view(1, 1, B).expand(N, 1, B),
                                 hidden_now=h_new).squeeze(2)  # [N_j, N_k, B], 0 where j = k or nobody spoke
         pairs = felt.permute(2, 1, 0)  # [B, N_k, N_j]
         new_one_hot = F.one_hot(messages, V).float()

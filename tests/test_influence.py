@@ -197,8 +197,10 @@ def test_only_the_wanted_outcome_groups_are_computed_and_the_rest_are_zero(kind,
     mask = wanted.unsqueeze(1).expand_as(fused)
     assert torch.equal(fused[mask], every[mask])  # a wanted group's value does not depend on the others
     assert (fused[~mask] == 0).all() and (every[~mask].abs() > 1e-3).float().mean() > 0.9
-    with pytest.raises(ValueError, match=r"groups_wanted must be \[P, groups, M\] = \[3, 1, 11\]"):
+    with pytest.raises(ValueError, match=r"groups_wanted must be bool \[P, groups, M\] = \[3, 1, 11\]"):
         causal_influence(**random_influence_inputs(), groups_wanted=wanted[:, :1, :5])
+    with pytest.raises(ValueError, match=r"got torch.float32 \[3, 1, 11\]"):
+        causal_influence(**random_influence_inputs(), groups_wanted=wanted[:, :1].float())
 
 
 def test_the_kernel_takes_the_actual_values_hidden_state_as_given():

@@ -114,8 +114,9 @@ def main():
         rows = []
         for job in jobs:
             runs = {name: [] for name in trees}
-            for repeat in range(args.repeats):  # the trees take turns, first one then the other (A B B A ...)
-                for name, tree in (list if repeat % 2 == 0 else reversed)(list(trees.items())):
+            order = list(trees.items())
+            for repeat in range(args.repeats):  # the trees take turns: A B, then B A, ...
+                for name, tree in order if repeat % 2 == 0 else order[::-1]:
                     runs[name].append(run_child(tree, job))
             speeds = [r["env_steps_per_s"] for r in runs["this"]]
             median = statistics.median(speeds)

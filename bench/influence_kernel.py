@@ -27,40 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
 from pathlib import Path
 
 import ssdinfluence  # noqa: F401  (before torch: its thread settings must precede torch's start)
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import alternated, timed  # noqa: E402
 
 from ssdinfluence import threads
 from ssdinfluence.influence import causal_influence, counterfactual_logits, divergence
 from ssdinfluence.networks import AgentNetworks
 
 A = 9
-
-
-def timed(fn, repeats):
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
-
-
-def alternated(fns: dict, rounds: int, turn_s: float = 2e-3) -> dict:
-    """Seconds per call of each function in ``fns``, timed in turns that alternate round by
-    round (each turn about ``turn_s`` of calls): per round a list for each name. On a machine
-    whose speed drifts from minute to minute, ratios of the same round are what to compare."""
-    calls = {name: max(1, int(turn_s / max(timed(fn, 1), 1e-7))) for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
-            times[name].append((time.perf_counter() - start) / calls[name])
-    return times
 
 
 def measure(N, B, influencers, device, repeats):

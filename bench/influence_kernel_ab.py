@@ -36,7 +36,6 @@ import inspect
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numba
@@ -44,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from revision import exported
+from timing import alternated
 
 ROOT = Path(__file__).resolve().parent.parent
 A, H = 9, 128
@@ -56,6 +56,10 @@ def load_kernel(path: Path, name: str):
     return module.influence_kernel
 
 
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
 def make_case(rng, P, Q, M, groups, pairs, visible=1.0):
     """The kernel's inputs for one case: a dict of arrays, and the (p, q) pairs."""
     G, K = 4 * H, A * groups
@@ -65,8 +69,7 @@ def make_case(rng, P, Q, M, groups, pairs, visible=1.0):
             wanted[p, p] = False  # a model of other agents never scores its own agent
     gates, c_prev = 0.5 * rng.standard_normal((P, M, G)), 0.5 * rng.standard_normal((P, M, H))
     i, f, g, o = np.split(gates, 4, axis=-1)
-    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
-    hidden_now = sigmoid(o) * np.tanh(sigmoid(f) * c_prev + sigmoid(i) * np.tanh(g))  # the actual values' h
+    hidden_now = _sigmoid(o) * np.tanh(_sigmoid(f) * c_prev + _sigmoid(i) * np.tanh(g))  # the actual values' h
     return {
         "gates": gates.astype(np.float32), "c_prev": c_prev.astype(np.float32),
         "hidden_now": hidden_now.astype(np.float32),
@@ -93,27 +96,6 @@ def caller(kernel, case):
     return (lambda: kernel(*args)), out
 
 
-def paired(old, new, rounds):
-    """Median seconds per call of each and the per-round ratios new / old."""
-    old(), new()
-    start = time.perf_counter()
-    old()
-    calls = max(1, int(2e-3 / max(time.perf_counter() - start, 1e-6)))
-    times_old, times_new, ratios = [], [], []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(calls):
-            old()
-        middle = time.perf_counter()
-        for _ in range(calls):
-            new()
-        end = time.perf_counter()
-        times_old.append((middle - start) / calls)
-        times_new.append((end - middle) / calls)
-        ratios.append((end - middle) / (middle - start))
-    return float(np.median(times_old)), float(np.median(times_new)), ratios
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", required=True, help="the git revision to compare the working tree with")
@@ -137,7 +119,9 @@ def main():
         for name, case in cases.items():
             old, old_out = caller(old_kernel, case)
             new, new_out = caller(new_kernel, case)
-            t_old, t_new, ratios = paired(old, new, args.rounds)
+            times = alternated({"old": old, "new": new}, args.rounds)
+            t_old, t_new = np.median(times["old"]), np.median(times["new"])
+            ratios = [b / a for a, b in zip(times["old"], times["new"], strict=True)]
             wanted = case["wanted"][:, None] & np.ones(old_out.shape, bool)  # what both must agree on
             rows.append({"case": name, "old_ms": 1e3 * t_old, "new_ms": 1e3 * t_new,
                          "ratio_median": float(np.median(ratios)), "ratio_q1": float(np.percentile(ratios, 25)),

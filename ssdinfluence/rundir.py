@@ -189,7 +189,6 @@ def open_metrics(path: Path, mode: str = "r"):
     return open(path, mode, newline="" if mode == "r" else None)
 
 
-
 class MetricsLog:
     """``metrics.csv`` opened for appending rows (one per update), each on disk once written.
 

@@ -94,26 +94,11 @@ class BatchedLinear(nn.Module):
 
 
 class ConvFeaturesLinear(BatchedLinear):
-    """The first FC layer, on the conv's features ``[N, M, P*C]`` in (pixel, channel) order.
-
-    Its weight keeps the rows in (channel, pixel) order, ``[N, C*P, out]``, the order of a
-    flattened NCHW conv output (and of checkpoints written before the conv kernel's layout
-    changed); the forward reads them in the features' order (a copy of the small weight).
-    """
-
-    def __init__(self, num_agents: int, channels: int, pixels: int, out_size: int):
-        super().__init__(num_agents, channels * pixels, out_size)
-        self.channels, self.pixels = channels, pixels
-        self._pixel_major = DerivedWeight()
-
-    def pixel_major_weight(self) -> torch.Tensor:
-        """The weight with its rows in the features' (pixel, channel) order, ``[N, P*C, out]``."""
-        N, _, out = self.weight.shape
-        return self._pixel_major.get(
-            (self.weight,), lambda: self.weight.view(N, self.channels, self.pixels, out).transpose(1, 2).reshape(N, -1, out))
+    """The first FC layer, on the conv's features ``[N, M, C*P]`` in (channel, pixel) order, the
+    order of a flattened NCHW conv output: :func:`wide_linear`'s matmul."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return wide_linear(x, self.pixel_major_weight(), self.bias)
+        return wide_linear(x, self.weight, self.bias)
 
 
 class DerivedWeight:
@@ -226,7 +211,7 @@ class AgentNetworks(nn.Module):
         self.conv_features = conv_channels * conv_out * conv_out
         self.conv_weight = _uniform((num_agents * conv_channels, 3, 3, 3), 27)
         self.conv_bias = _uniform((num_agents * conv_channels,), 27)
-        self.fc1 = ConvFeaturesLinear(num_agents, conv_channels, conv_out * conv_out, fc_size)
+        self.fc1 = ConvFeaturesLinear(num_agents, self.conv_features, fc_size)
         self.fc2 = BatchedLinear(num_agents, fc_size, fc_size)
         self.lstm = BatchedLSTM(num_agents, fc_size + extra_size, lstm_size)
         self.policy = BatchedLinear(num_agents, lstm_size, num_actions, scale=0.01)
@@ -253,14 +238,14 @@ class AgentNetworks(nn.Module):
         layers = (self.fc1, *others)
         weight, bias = self._first_layers.get(
             tuple(x for layer in layers for x in (layer.weight, layer.bias)),
-            lambda: (torch.cat([layer.pixel_major_weight() for layer in layers], -1),
+            lambda: (torch.cat([layer.weight for layer in layers], -1),
                      torch.cat([layer.bias for layer in layers], -1)))
         out = wide_linear(self.conv(obs), weight, bias)
         return out.split([layer.weight.shape[-1] for layer in layers], -1)
 
     def conv(self, obs: torch.Tensor) -> torch.Tensor:
-        """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, 13*13*C] float32``, features in
-        (row, col, channel) order (:class:`ConvFeaturesLinear` reads them)."""
+        """The conv layer, ``obs [M, N, 15, 15, 3] uint8 -> [N, M, C*13*13] float32``, features in
+        (channel, row, col) order (:class:`ConvFeaturesLinear` reads them)."""
         return _ConvReLU.apply(obs, self.conv_weight, self.conv_bias)
 
     def lstm_inputs(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
@@ -327,14 +312,13 @@ _SCALE = 1 / 255.0  # uint8 colours -> [0, 1], folded into the conv weight
 
 class _ConvReLU(torch.autograd.Function):
     """``relu(conv(obs / 255))`` for N agents at once: ``obs [M, N, 15, 15, 3] uint8``, weight
-    ``[N*C, 3, 3, 3]``, bias ``[N*C]`` -> ``[N, M, 13*13*C]`` float in (row, col, channel) order.
+    ``[N*C, 3, 3, 3]``, bias ``[N*C]`` -> ``[N, M, C*13*13]`` float in (channel, row, col) order.
 
     On the CPU (with Numba's JIT on, and the paper's filter shape) the kernels of
     :mod:`ssdinfluence.conv_cpu`: 4x faster than oneDNN's grouped conv forward and 5x its
     backward for a minibatch, and more accurate in float32 (the weight gradient sums chunks of
-    images apart). Elsewhere (CUDA) one channels-last
-    grouped conv, agent k's colours as channels 3k..3k+2, its output channels-last too, so
-    that putting it agent-major moves C-float pieces; the ReLU rides on that copy.
+    images apart). Elsewhere (CUDA) one channels-last grouped conv, agent k's colours as
+    channels 3k..3k+2; the ReLU rides on the copy that puts its output agent-major.
     """
 
     @staticmethod
@@ -354,9 +338,9 @@ class _ConvReLU(torch.autograd.Function):
         x = x.view(M, height, width, N * colours).permute(0, 3, 1, 2)  # [M, N*3, 15, 15] channels-last
         y = F.conv2d(x, weight * _SCALE, bias, groups=N)  # [M, N*C, 13, 13] channels-last
         pixels = y.shape[2] * y.shape[3]
-        out = torch.empty((N, M, pixels, C), dtype=y.dtype, device=obs.device)
+        out = torch.empty((N, M, C, pixels), dtype=y.dtype, device=obs.device)
         y_memory = y.permute(0, 2, 3, 1).view(M, pixels, N, C)  # the channels-last output as it lies
-        torch.clamp_min(y_memory.permute(2, 0, 1, 3), 0.0, out=out)  # ReLU and the layout change at once
+        torch.clamp_min(y_memory.permute(2, 0, 3, 1), 0.0, out=out)  # ReLU and the layout change at once
         ctx.save_for_backward(x, weight, out)
         ctx.rows = y.shape[2]
         return out.view(N, M, -1)
@@ -372,9 +356,9 @@ class _ConvReLU(torch.autograd.Function):
                                             grad_weight.numpy(), grad_bias.numpy())
             return None, grad_weight * _SCALE, grad_bias
         x, weight, out = ctx.saved_tensors
-        N, M, pixels, C = out.shape
+        N, M, C, pixels = out.shape
         grad_y = torch.empty((M, pixels, N, C), dtype=grad.dtype, device=grad.device)  # channels-last, as the conv's
-        grad_y.permute(2, 0, 1, 3).copy_(torch.ops.aten.threshold_backward(grad.view(out.shape), out, 0))
+        grad_y.permute(2, 0, 3, 1).copy_(torch.ops.aten.threshold_backward(grad.view(out.shape), out, 0))
         grad_y = grad_y.view(M, ctx.rows, pixels // ctx.rows, N * C).permute(0, 3, 1, 2)
         _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
             grad_y, x, weight, [N * C], [1, 1], [0, 0], [1, 1], False, [0, 0], N, [False, True, True])
@@ -490,7 +474,7 @@ class ModelOfOtherAgents(nn.Module):
                  lstm_size: int = 128, conv_channels: int = 6):
         super().__init__()
         self.num_agents, self.num_actions, self.fc_size, self.lstm_size = num_agents, num_actions, fc_size, lstm_size
-        self.fc1 = ConvFeaturesLinear(num_agents, conv_channels, conv_features // conv_channels, fc_size)
+        self.fc1 = ConvFeaturesLinear(num_agents, conv_features, fc_size)
         self.fc2 = BatchedLinear(num_agents, fc_size, fc_size)
         self.lstm = BatchedLSTM(num_agents, fc_size + num_agents * num_actions, lstm_size)
         self.head = BatchedLinear(num_agents, lstm_size, num_agents * num_actions)

@@ -38,12 +38,6 @@ def reference_conv(model, obs):
     return y.reshape(M, N, -1).transpose(0, 1)
 
 
-def pixel_major(features, channels=6):
-    """(channel, pixel) -> (pixel, channel) feature order, the conv kernel's: ``[N, M, C*P]``."""
-    N, M, _ = features.shape
-    return features.view(N, M, channels, -1).transpose(2, 3).reshape(N, M, -1)
-
-
 def reference_features(model, obs):
     """conv -> FC -> FC as plain ops, fc1's weight rows in (channel, pixel) order."""
     x = torch.tanh(torch.baddbmm(model.fc1.bias, reference_conv(model, obs), model.fc1.weight))
@@ -93,7 +87,7 @@ def test_conv_and_fc_equal_the_plain_ops_in_output_and_gradient(M, device):
     torch.manual_seed(M)
     model = AgentNetworks(5, 9).to(device)
     obs = torch.randint(0, 256, (M, 5, 15, 15, 3), dtype=torch.uint8, device=device)
-    torch.testing.assert_close(model.conv(obs), pixel_major(reference_conv(model, obs)), **TOL)
+    torch.testing.assert_close(model.conv(obs), reference_conv(model, obs), **TOL)
     torch.testing.assert_close(model.features(obs), reference_features(model, obs), **TOL)
     model.double()
     weight = torch.randn(5, M, 32, dtype=torch.float64, device=device)  # weighs each output differently
@@ -111,7 +105,7 @@ def test_conv_without_its_cpu_kernels_equals_the_plain_ops(monkeypatch):
     torch.manual_seed(2)
     model = AgentNetworks(5, 9).double()
     obs = torch.randint(0, 256, (9, 5, 15, 15, 3), dtype=torch.uint8)
-    new, old = model.conv(obs), pixel_major(reference_conv(model, obs))
+    new, old = model.conv(obs), reference_conv(model, obs)
     weight = torch.randn_like(new)
     torch.testing.assert_close(new, old, **TOL)
     params = [model.conv_weight, model.conv_bias]
@@ -149,11 +143,13 @@ def test_conv_kernels_give_the_same_bits_at_any_thread_count():
 
 
 def test_conv_kernels_as_plain_python_equal_the_compiled_ones():
-    """Run as Python (as under NUMBA_DISABLE_JIT=1) they compute the same, to float32 rounding."""
+    """Run as Python (as under NUMBA_DISABLE_JIT=1) they compute the same, to float32 rounding:
+    the gradients are sums of hundreds of terms up to 255 |grad| that cancel, summed in another
+    order when vectorised, so their tolerance scales with the largest gradient."""
     compiled = conv_kernel_results((conv_cpu.conv_relu_forward, conv_cpu.conv_relu_backward), M=2, N=2)
     python = conv_kernel_results((conv_cpu.conv_relu_forward.py_func, conv_cpu.conv_relu_backward.py_func), M=2, N=2)
     for a, b in zip(compiled, python, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=max(1e-5, 1e-6 * np.abs(b).max()))
 
 
 def test_the_cpu_conv_runs_the_kernels_only_where_they_apply(monkeypatch):
@@ -164,7 +160,7 @@ def test_the_cpu_conv_runs_the_kernels_only_where_they_apply(monkeypatch):
     AgentNetworks(5, 9).conv(obs)
     assert calls == [1]
     other = AgentNetworks(5, 9, conv_channels=4)  # not the kernels' shape: the grouped conv
-    torch.testing.assert_close(other.conv(obs), pixel_major(reference_conv(other, obs), channels=4), **TOL)
+    torch.testing.assert_close(other.conv(obs), reference_conv(other, obs), **TOL)
     assert calls == [1]
     assert not conv_cpu.supports((30, 3, 5, 5), 5)
 
@@ -175,7 +171,7 @@ def test_first_layers_of_two_branches_equal_the_plain_ops(device):
     and the gradients of both layers and of the shared conv, equal the plain ops'."""
     torch.manual_seed(3)
     model = AgentNetworks(5, 9).double().to(device)
-    other = ConvFeaturesLinear(5, 6, 169, 20).double().to(device)
+    other = ConvFeaturesLinear(5, 6 * 169, 20).double().to(device)
     obs = torch.randint(0, 256, (45, 5, 15, 15, 3), dtype=torch.uint8, device=device)
     conv = reference_conv(model, obs)
     old = [torch.baddbmm(layer.bias, conv, layer.weight) for layer in (model.fc1, other)]
@@ -343,17 +339,17 @@ def test_lstm_kernels_as_plain_python_equal_the_compiled_ones():
 
 
 def test_the_rollouts_first_layer_weights_follow_every_change_of_the_parameters():
-    """Without gradients the re-laid-out first-layer weights are kept between steps
+    """Without gradients the first layers' weights side by side are kept between steps
     (:class:`DerivedWeight`); an optimiser step, ``load_state_dict`` or ``.double()`` must show
     in the next step's output."""
     torch.manual_seed(5)
-    model, other = AgentNetworks(5, 9), ConvFeaturesLinear(5, 6, 169, 20)
+    model, other = AgentNetworks(5, 9), ConvFeaturesLinear(5, 6 * 169, 20)
     obs = torch.randint(0, 256, (4, 5, 15, 15, 3), dtype=torch.uint8)
     optimizer = torch.optim.Adam([*model.parameters(), *other.parameters()], lr=0.1)
 
     def fresh():  # what the layers give when nothing is kept
         conv = model.conv(obs)
-        return [torch.baddbmm(layer.bias, conv, layer.pixel_major_weight()) for layer in (model.fc1, other)]
+        return [torch.baddbmm(layer.bias, conv, layer.weight) for layer in (model.fc1, other)]
 
     for change in range(4):
         with torch.no_grad():

@@ -471,7 +471,7 @@ class ModelOfOtherAgents(nn.Module):
     """
 
     def __init__(self, num_agents: int, num_actions: int, conv_features: int, fc_size: int = 32,
-                 lstm_size: int = 128, conv_channels: int = 6):
+                 lstm_size: int = 128):
         super().__init__()
         self.num_agents, self.num_actions, self.fc_size, self.lstm_size = num_agents, num_actions, fc_size, lstm_size
         self.fc1 = ConvFeaturesLinear(num_agents, conv_features, fc_size)

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from revision import exported
-from timing import alternated
+from timing import alternated, old_new_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 N, C, PIXELS = 5, 6, 169
@@ -84,11 +84,7 @@ def measure(kernels: dict, name: str, case: dict, rounds: int) -> list[dict]:
     rows = []
     for part, call in parts.items():
         times = alternated({side: call(side) for side in kernels}, rounds)
-        ratios = [b / a for a, b in zip(times["old"], times["new"], strict=True)]
-        rows.append({"case": f"{name}, {part}", "old_ms": 1e3 * float(np.median(times["old"])),
-                     "new_ms": 1e3 * float(np.median(times["new"])),
-                     "ratio_median": float(np.median(ratios)), "ratio_q1": float(np.percentile(ratios, 25)),
-                     "ratio_q3": float(np.percentile(ratios, 75))})
+        rows.append({"case": f"{name}, {part}", **old_new_summary(times)})
     new_in_old_order = pixel_major(out["new"]) if old_is_pixel_major else out["new"]
     rows[-1]["max_abs_difference"] = {"output": float(np.abs(out["old"] - new_in_old_order).max())}
     if M > 128:

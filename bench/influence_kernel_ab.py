@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from revision import exported
-from timing import alternated
+from timing import alternated, old_new_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 A, H = 9, 128
@@ -119,13 +119,9 @@ def main():
         for name, case in cases.items():
             old, old_out = caller(old_kernel, case)
             new, new_out = caller(new_kernel, case)
-            times = alternated({"old": old, "new": new}, args.rounds)
-            t_old, t_new = np.median(times["old"]), np.median(times["new"])
-            ratios = [b / a for a, b in zip(times["old"], times["new"], strict=True)]
+            summary = old_new_summary(alternated({"old": old, "new": new}, args.rounds))
             wanted = case["wanted"][:, None] & np.ones(old_out.shape, bool)  # what both must agree on
-            rows.append({"case": name, "old_ms": 1e3 * t_old, "new_ms": 1e3 * t_new,
-                         "ratio_median": float(np.median(ratios)), "ratio_q1": float(np.percentile(ratios, 25)),
-                         "ratio_q3": float(np.percentile(ratios, 75)),
+            rows.append({"case": name, **summary,
                          "max_abs_difference": float(np.abs(old_out - new_out)[wanted].max())})
     print(f"{'case':30} {'old ms':>8} {'new ms':>8} {'new/old':>8} {'IQR':>13} {'max |diff|':>10}")
     for r in rows:

@@ -7,6 +7,7 @@ round by round, so that ratios of the same round compare like with like.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -32,3 +33,13 @@ def alternated(fns: dict, rounds: int, turn_s: float = 2e-3) -> dict:
                 fn()
             times[name].append((time.perf_counter() - start) / calls[name])
     return times
+
+
+def old_new_summary(times: dict) -> dict:
+    """From :func:`alternated`'s times of ``"old"`` and ``"new"``: each one's median in ms and
+    the median and quartiles of the per-round ratio new / old."""
+    old, new = times["old"], times["new"]
+    ratios = sorted(b / a for a, b in zip(old, new, strict=True))
+    quartile = statistics.quantiles(ratios, n=4, method="inclusive")
+    return {"old_ms": 1e3 * statistics.median(old), "new_ms": 1e3 * statistics.median(new),
+            "ratio_median": statistics.median(ratios), "ratio_q1": quartile[0], "ratio_q3": quartile[2]}

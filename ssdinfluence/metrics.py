@@ -303,29 +303,35 @@ class EpisodeTracker:
 
 class BeamTracker:
     """Per agent, how often it fired its punishment beam and how often it was hit, over a window
-    of steps (the trainer's: one update's rollout); who hit whom as well.
+    of steps (the trainer's: one update's rollout); who hit whom as well; where the game has a
+    cleaning beam, how often each agent fired it.
 
     Accumulators ``[N]`` / ``[N, N]`` int64, preallocated; :meth:`update` once per env step,
     :meth:`columns` at the end of the window (it also resets). Rates are per agent-step: the
-    fraction of the window's ``B * T`` steps in which agent k chose FIRE (``fire_rate_agent_k``)
-    and in which it was hit at least once (``hit_rate_agent_k``), and the mean number of hits
-    per step that k landed on j (``hits_k_on_j``).
+    fraction of the window's ``B * T`` steps in which agent k chose FIRE (``fire_rate_agent_k``),
+    CLEAN (``clean_rate_agent_k``, with ``clean_action``) and in which it was hit at least once
+    (``hit_rate_agent_k``), and the mean number of hits per step that k landed on j
+    (``hits_k_on_j``).
     """
 
-    def __init__(self, num_agents: int, fire_action: int):
+    def __init__(self, num_agents: int, fire_action: int, clean_action: int | None = None):
         if isinstance(num_agents, bool) or not isinstance(num_agents, (int, np.integer)) or num_agents < 1:
             raise ValueError(f"num_agents must be a positive integer, got {num_agents!r}")
         self.num_agents, self.fire_action = int(num_agents), int(fire_action)
+        self.clean_action = None if clean_action is None else int(clean_action)
         N = self.num_agents
         self.fired = np.zeros(N, np.int64)
+        self.cleaned = np.zeros(N, np.int64)
         self.was_hit = np.zeros(N, np.int64)
         self.pairs = np.zeros((N, N), np.int64)
         self.steps = 0  # env steps (per env) counted: B per update() call
 
     @staticmethod
-    def column_names(num_agents: int) -> list[str]:
+    def column_names(num_agents: int, cleans: bool = False) -> list[str]:
         N = num_agents
-        return ([f"fire_rate_agent_{k}" for k in range(N)] + [f"hit_rate_agent_{k}" for k in range(N)]
+        return ([f"fire_rate_agent_{k}" for k in range(N)]
+                + ([f"clean_rate_agent_{k}" for k in range(N)] if cleans else [])
+                + [f"hit_rate_agent_{k}" for k in range(N)]
                 + [f"hits_{k}_on_{j}" for k in range(N) for j in range(N) if j != k])
 
     def update(self, actions, hits) -> None:
@@ -336,6 +342,8 @@ class BeamTracker:
         if actions.ndim != 2 or actions.shape[1] != N or hits.shape != (actions.shape[0], N, N):
             raise ValueError(f"actions {actions.shape} and hits {hits.shape} must be [B, {N}] and [B, {N}, {N}]")
         self.fired += (actions == self.fire_action).sum(0)
+        if self.clean_action is not None:
+            self.cleaned += (actions == self.clean_action).sum(0)
         self.was_hit += (hits.sum(1) > 0).sum(0)
         self.pairs += hits.sum(0)
         self.steps += actions.shape[0]
@@ -345,9 +353,11 @@ class BeamTracker:
         N, steps = self.num_agents, self.steps
         scale = 1.0 / steps if steps else float("nan")
         row = {f"fire_rate_agent_{k}": float(self.fired[k] * scale) for k in range(N)}
+        if self.clean_action is not None:
+            row.update({f"clean_rate_agent_{k}": float(self.cleaned[k] * scale) for k in range(N)})
         row.update({f"hit_rate_agent_{k}": float(self.was_hit[k] * scale) for k in range(N)})
         row.update({f"hits_{k}_on_{j}": float(self.pairs[k, j] * scale) for k in range(N) for j in range(N) if j != k})
-        self.fired[:], self.was_hit[:], self.pairs[:], self.steps = 0, 0, 0, 0
+        self.fired[:], self.cleaned[:], self.was_hit[:], self.pairs[:], self.steps = 0, 0, 0, 0, 0
         return row
 
 

@@ -30,7 +30,7 @@ from . import __version__, checkpoint, rundir, threads
 from .algos import clip_grad_norm_per_agent, gae, linear_schedule, normalise_per_agent, policy_loss_terms
 from .config import Config, check_memory
 from .envs import BatchedEnv, make
-from .envs.tiles import FIRE
+from .envs.tiles import CLEAN, FIRE
 from .influence import influence_beta
 from .metrics import OUTCOME_KEYS, BeamTracker, EpisodeTracker
 from .policies import ActOutput, make_policies, policy_class
@@ -176,13 +176,14 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                      _make_recorder(config, env, files, policy), policy.initial_state(B, device),
                      episode_start=np.ones(B, dtype=bool))
     obs, info = env.reset()
-    columns = metric_columns(N, config.model)
+    columns = metric_columns(N, config.model, config.env)
     if resume:
         run.restore(files, columns, device)
         obs, info = env.observe()
     config.save(files.config)  # after a resume's checks: a refused resume changes nothing
     rollout = Rollout(T, B, N, env.observation_shape, run.lstm_state, config.bptt_length, device)
-    beams = BeamTracker(N, FIRE)  # fire and hit rates of each update's rollout
+    cleans = _cleans(config.env)
+    beams = BeamTracker(N, FIRE, CLEAN if cleans else None)  # beam and hit rates of each update's rollout
     metrics = rundir.MetricsLog(files.metrics, columns, append=resume)
 
     total_updates = math.ceil(config.steps / config.steps_per_update)
@@ -200,6 +201,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 beta = influence_beta(run.env_steps, config.influence_weight, config.influence_ramp_steps,
                                       config.influence_schedule) if policy.rewards_influence else 0.0
                 finished = []  # the episodes this update ended (EpisodeTracker results)
+                waste = 0.0  # Cleanup: the river's polluted fraction, summed over the rollout's steps
                 influence_sum, pairs_sum = torch.zeros(N, device=device), torch.zeros(N, N, device=device)
 
                 # --- 1. rollout -----------------------------------------------------------
@@ -217,6 +219,8 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                         run.env_steps += B
                         ended = run.tracker.update(rewards, truncated)
                         beams.update(actions_np, info["hits"])
+                        if cleans:
+                            waste += float(run.env.waste_fraction().mean())
                         if ended is not None:
                             finished.append(ended)
                         if run.recorder:
@@ -248,6 +252,8 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 row = _metrics_row(run.update, run.env_steps, time.perf_counter() - started, B * T / elapsed, lr,
                                    finished, losses, timers, N)
                 row.update(beams.columns())
+                if cleans:
+                    row["river_waste"] = waste / T
                 if policy.computes_influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
                 metrics.write(row)
@@ -544,8 +550,13 @@ def _transform_params(config: Config) -> dict:
     return {}
 
 
-def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
-    """The columns of ``metrics.csv`` for ``Config.model`` ``model``."""
+def _cleans(env: str) -> bool:
+    """Whether ``env``'s agents have a cleaning beam (and a river whose waste is logged)."""
+    return env == "cleanup"
+
+
+def metric_columns(num_agents: int, model: str = "baseline", env: str = "cleanup") -> list[str]:
+    """The columns of ``metrics.csv`` for ``Config.model`` ``model`` on ``env``."""
     policy = policy_class(model)
     influence = []
     if policy.computes_influence:
@@ -554,7 +565,8 @@ def metric_columns(num_agents: int, model: str = "baseline") -> list[str]:
     return (["update", "env_steps", "time_s", "sps", "lr", "episodes", "collective_return"]
             + [f"return_agent_{k}" for k in range(num_agents)] + list(OUTCOME_KEYS)
             + ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "grad_norm"]
-            + [f"{name}_s" for name in TIMERS] + BeamTracker.column_names(num_agents) + influence
+            + [f"{name}_s" for name in TIMERS] + BeamTracker.column_names(num_agents, _cleans(env))
+            + (["river_waste"] if _cleans(env) else []) + influence
             + list(policy.metric_columns))
 
 

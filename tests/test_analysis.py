@@ -45,7 +45,7 @@ def fake_run(path, finals, agent_finals=None, seed=0, steps=(100, 200, 300, 400,
     values = {"env": "harvest", "agents": 2, "seed": seed, "out": str(path), **config}
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(build_config(values).to_dict()))
-    columns = metric_columns(2, values.get("model", "baseline"))
+    columns = metric_columns(2, values.get("model", "baseline"), values["env"])
     finals = list(finals)
     with open(path / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)

@@ -94,13 +94,17 @@ def test_clean_converts_first_waste_and_stops():
     # four waste cells: after two cleans the density is still 0.5, so no waste respawns
     corridor = "@@@@@@@@@\n@P HHHH @\n@@@@@@@@@"
     env = place(make_env(map=corridor, num_agents=1), [[1, 1]], [RIGHT])
+    assert env.waste_fraction().tolist() == [1.0]
     _, rewards, _ = act(env, CLEAN)
     grid = env.get_state()["grid"][0]
     assert grid[1, 3] == tiles.RIVER and grid[1, 4] == tiles.WASTE
     assert beam_cells(env, tiles.BEAM_CLEAN) == {(1, 2), (1, 3)}
     assert rewards[0, 0] == 0.0  # cleaning is free
+    assert env.waste_fraction().tolist() == [0.75]
     act(env, CLEAN)
     assert env.get_state()["grid"][0, 1, 4] == tiles.RIVER
+    assert env.waste_fraction().tolist() == [0.5]
+    assert make_env("harvest", map=None).waste_fraction().shape == (0,)  # no river
 
 
 def test_clean_stops_at_agents_without_harming_them():
@@ -196,3 +200,15 @@ def test_beam_tracker_rates_from_a_hand_written_map():
     assert row["hits_0_on_1"] == 1.0 and row["hits_1_on_0"] == 0.0 and row["hits_2_on_1"] == 0.0
     assert set(row) == set(BeamTracker.column_names(3))
     assert np.isnan(tracker.columns()["fire_rate_agent_0"])  # columns() reset the window
+
+
+def test_beam_tracker_counts_cleaning_where_asked():
+    tracker = BeamTracker(2, FIRE, CLEAN)
+    hits = np.zeros((2, 2, 2), np.int32)
+    tracker.update(np.array([[CLEAN, FIRE], [CLEAN, CLEAN]]), hits)
+    tracker.update(np.array([[STAY, FIRE], [CLEAN, STAY]]), hits)
+    row = tracker.columns()
+    assert set(row) == set(BeamTracker.column_names(2, cleans=True))
+    assert [row["clean_rate_agent_0"], row["clean_rate_agent_1"]] == [0.75, 0.25]
+    assert [row["fire_rate_agent_0"], row["fire_rate_agent_1"]] == [0.0, 0.5]
+    assert "clean_rate_agent_0" not in BeamTracker.column_names(2)

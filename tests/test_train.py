@@ -11,7 +11,7 @@ import torch
 
 from ssdinfluence import checkpoint
 from ssdinfluence.config import build_config
-from ssdinfluence.train import train
+from ssdinfluence.train import metric_columns, train
 from ssdinfluence.trajectories import TrajectoryReader
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
@@ -104,6 +104,18 @@ def test_run_directory_contents(tmp_path):
         assert reader.config["model"] == "baseline"
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert saved["update"] == 4 and saved["env_steps"] == 128
+
+
+def test_cleanup_runs_log_cleaning_and_the_rivers_waste(tmp_path):
+    config = tiny_config(tmp_path / "run", env="cleanup", steps=2 * 32, log_trajectories="")
+    train(config)
+    metrics = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert list(metrics[0]) == [c for c in metric_columns(2, "baseline", "cleanup") if c not in TIMING]
+    for row in metrics:
+        rates = [float(row[f"clean_rate_agent_{k}"]) for k in range(2)]
+        assert all(0 <= r <= 1 for r in rates) and sum(rates) > 0  # an untrained policy cleans at times
+        assert 0 < float(row["river_waste"]) < 1  # the map starts part-polluted
+    assert "river_waste" not in metric_columns(2, "baseline", "harvest")
 
 
 LEARN_MAP = "\n".join(["@@@@@@@@@", "@PAAAAAA@", "@AAAAAAA@", "@AAAAAAA@", "@AAAAAAA@", "@@@@@@@@@"])

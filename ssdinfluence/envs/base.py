@@ -279,6 +279,15 @@ class BatchedEnv:
                             self.palette, p.draw_beams, p.view_flip, self._obs, self._visible)
         return self._obs, self._info()
 
+    def waste_fraction(self) -> np.ndarray:
+        """``[B] float64``: the fraction of each env's river cells that hold waste (Cleanup's
+        pollution; apples stop growing at ``depletion_threshold``). Empty for a map without a
+        river (Harvest)."""
+        cells = self.layout.waste_cells
+        if not len(cells):
+            return np.zeros(0)
+        return (self._state["grid"][:, cells[:, 0], cells[:, 1]] == tiles.WASTE).mean(1)
+
     def map_state(self, indices) -> dict:
         """Copies of the compact map state of the envs ``indices`` (list of E ints), for logging.
 

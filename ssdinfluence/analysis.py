@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import Config, build_config
 from .metrics import OUTCOME_KEYS, influence_statistics, instantaneous_coordination, speaker_consistency
-from .rundir import open_metrics, saved_metrics
+from .rundir import DiskFullError, is_disk_full, open_metrics, saved_metrics
 from .trajectories import TrajectoryReader
 
 __all__ = [
     "PAPER_TABLE4",
+    "REFERENCE_PPO",
     "Run",
     "RunError",
     "analyze_log",
@@ -52,6 +53,14 @@ __all__ = [
 PAPER_TABLE4 = {
     "cleanup": {"baseline": 89, "baseline+inequity": 275, "influence": 190, "comm": 166, "moa": 392},
     "harvest": {"baseline": 485, "baseline+inequity": 750, "influence": 1073, "comm": 951, "moa": 588},
+}
+
+# The reference implementation's PPO (eugenevinitsky/sequential_social_dilemma_games, its
+# README's plots: collective return, mean of 5 seeds, read off the SVG) as (env steps, value).
+REFERENCE_PPO = {
+    "cleanup": {"baseline": ((1e7, 10), (2e7, 36), (3e7, 80), (5e7, 148), (1e8, 288), (5e8, 625)),
+                "moa": ((1e7, 20), (2e7, 120), (5e7, 255))},
+    "harvest": {"baseline": ((3.5e6, 590), (1e7, 350), (5e8, 211))},
 }
 
 # Config fields that never change what is learned: runs differing only in these (and the seed)
@@ -183,7 +192,10 @@ def load_run(path) -> Run:
     for name in ("env", "model", "seed"):
         if name not in config:
             raise RunError(f"{root / 'config.json'}: no {name!r} field, not a config written by the trainer")
-    agents = config["agents"] if isinstance(config.get("agents"), int) else 0
+    try:  # checked as a resume checks it: a wrong-typed or absurd field is named, not a traceback later
+        agents = build_config(config).agents
+    except ValueError as error:
+        raise RunError(f"{root / 'config.json'}: {error}") from error
     for name in ("env_steps", "collective_return", *(f"return_agent_{k}" for k in range(agents))):
         if name not in metrics:
             raise RunError(f"{root / 'metrics.csv'}: no {name!r} column; not the metrics of the run in "
@@ -478,10 +490,13 @@ def _pyplot():
     return plt
 
 
-def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10, paper: bool = True) -> Path:
+def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10, paper: bool = True,
+                reference: bool = True) -> Path:
     """Plot :func:`learning_curves` into ``path`` (.png, .pdf or .svg): one panel per env, a
-    line and confidence band per configuration, and with ``paper`` the Table 4 value of each
-    configuration as a dashed line (collective return only). Returns the path written."""
+    line and confidence band per configuration; for collective return, with ``paper`` the
+    Table 4 value of each configuration as a dashed line, and with ``reference`` the reference
+    implementation's PPO curve of its model (:data:`REFERENCE_PPO`) as dotted markers, up to the
+    runs' last step. Returns the path written."""
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"{path}: plot files must end in .png, .pdf or .svg")
@@ -498,6 +513,11 @@ def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10,
             ax.fill_between(curve["steps"], curve["low"], curve["high"], color=colour, alpha=0.2, linewidth=0)
             if paper and curve["paper"] is not None:
                 ax.axhline(curve["paper"], color=colour, linestyle="--", linewidth=1)
+            points = [p for p in REFERENCE_PPO.get(env, {}).get(curve["label"].split(" ")[0], ())
+                      if p[0] <= 1.05 * curve["steps"][-1]]
+            if reference and metric == "collective_return" and points:
+                ax.plot(*zip(*points, strict=True), color=colour, linestyle=":", marker="o",
+                        label=f"reference PPO, {curve['label'].split(' ')[0]}")
         ax.set_title(env + (" (dashed: paper, Table 4)" if paper and metric == "collective_return" else ""))
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric.replace("_", " "))
@@ -506,7 +526,14 @@ def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10,
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)  # never leave a half-written plot
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=120)
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise DiskFullError(path) from error
+        raise
+    finally:
+        plt.close(fig)
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,16 @@ def save(path: Path, payload: dict) -> None:
 
 
 def load(path: Path, map_location="cpu") -> dict:
-    """Load a checkpoint with the safe loader; :class:`CheckpointError` naming the problem."""
+    """Load a checkpoint with the safe loader; :class:`CheckpointError` naming the problem:
+    a file that is unreadable, not ours, damaged anywhere in its bytes (every archive member's
+    CRC is checked: ``torch.load`` does not, and reads a flipped bit inside a tensor as a
+    weight), or whose weights are not all finite."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    _check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many kinds for a bad file, with long explanations
@@ -82,7 +87,26 @@ def load(path: Path, map_location="cpu") -> dict:
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format_version {payload.get('format_version')!r} "
                               f"(this ssdinfluence reads {FORMAT_VERSION})")
+    model = payload.get("model")
+    if isinstance(model, dict):
+        bad = [name for name, value in model.items()
+               if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise CheckpointError(f"{path}: its weights are not all finite (NaN or inf in {', '.join(bad[:3])}"
+                                  f"{', ...' if len(bad) > 3 else ''}): the run that saved it had diverged")
     return payload
+
+
+def _check_archive(path: Path) -> None:
+    """CheckpointError unless ``path`` is a zip archive whose every member matches its CRC."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: damaged, truncated or not a checkpoint "
+                              f"({type(error).__name__}: {error})") from error
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged (its member {bad} fails its CRC check)")
 
 
 # What a checkpoint needs for training to continue from it (see train.TrainState.save).

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, MODELS, REWARD_TRANSFORMS
 from .rundir import atomic_write
+from .threads import host_memory
 
 ALGOS = ("ppo", "a2c")
 DEVICES = ("auto", "cpu", "cuda")
@@ -77,7 +77,8 @@ class Config:
     algo: str = "ppo"
     steps: int = 5_000_000
     # 128 envs x 32 steps: the same 4,096 env steps and minibatches per update as 32 x 128, with
-    # the rollout's per-step cost spread over 4x the envs (bench/learn.py: not worse; README Speed)
+    # the rollout's per-step cost spread over 4x the envs (bench/learn.py: it learns no worse;
+    # docs/performance.md, "Learning checks")
     num_envs: int = 128
     seed: int = 0
     device: str = "auto"
@@ -140,8 +141,10 @@ class Config:
         atomic_write(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
-# The paper's best hyperparameters (supplement; see shared/spec/INFLUENCE.md, Table "Best
-# hyperparameters"), for the models this package has. lr anneals from lr to lr_end.
+# The paper's best hyperparameters, for the models this package has: the table of the best
+# hyperparameters per model and env in the supplementary material of Jaques et al. (2019),
+# "Social Influence as Intrinsic Motivation for Multi-Agent Deep RL", arXiv:1810.08647 (v4).
+# lr anneals from lr to lr_end.
 PAPER_PRESETS = {
     ("cleanup", "baseline"): {"entropy_coef": 0.00176, "lr": 0.00126, "lr_end": 0.000012},
     ("harvest", "baseline"): {"entropy_coef": 0.000687, "lr": 0.00136, "lr_end": 0.000028},
@@ -233,6 +236,7 @@ def build_config(values: dict) -> Config:
     return config
 
 
+COEFFICIENT_LIMIT = 1e4  # loss weights: the paper's largest is 15
 SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (TOML's and JSON's safe integers; torch takes seed + 1)
 # Bytes per agent-step the rollout buffers hold ([T, B, N]: the uint8 views, actions, previous
 # actions, log-probabilities, values, rewards, visibility), times 2 for the update's sequence copy.
@@ -254,13 +258,6 @@ def check_memory(c: Config, available: int, what: str) -> None:
         raise ValueError(f"num_envs x rollout_length x agents = {c.num_envs} x {c.rollout_length} x {c.agents} "
                          f"needs at least {needed / 2**30:.1f} GiB for the rollout, more than this machine's "
                          f"{available / 2**30:.1f} GiB of {what}: lower num_envs or rollout_length")
-
-
-def _host_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not POSIX
-        return None
 
 
 def validate(c: Config) -> None:
@@ -285,11 +282,16 @@ def validate(c: Config) -> None:
     need(not c.double_buffer or c.num_envs % 2 == 0,
          f"double_buffer steps the batch in two halves: num_envs must be even, got {c.num_envs}")
     sequences = c.num_envs * (c.rollout_length // c.bptt_length)
+    fits = max(m for m in range(1, min(c.ppo_minibatches, sequences) + 1) if sequences % m == 0)
     need(c.algo != "ppo" or sequences % c.ppo_minibatches == 0,
          f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "
-         f"(num_envs x rollout_length / bptt_length)")
+         f"(num_envs x rollout_length / bptt_length): set ppo_minibatches to {fits} (--ppo-minibatches {fits}), "
+         f"or more envs")
     need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
-    need(c.lr > 0 and c.lr_end >= 0, "lr must be > 0 and lr_end >= 0")
+    need(0 < c.lr <= 1 and 0 <= c.lr_end <= 1, f"lr must be in (0, 1] and lr_end in [0, 1], got {c.lr} and {c.lr_end}")
+    for name in ("entropy_coef", "value_coef", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
+                 "influence_weight", "extrinsic_weight"):  # beyond this, a loss overflows float32 at once
+        need(getattr(c, name) <= COEFFICIENT_LIMIT, f"{name} must be <= {COEFFICIENT_LIMIT:g}, got {getattr(c, name)}")
     for name in ("entropy_coef", "value_coef", "value_huber_delta", "target_kl", "comm_entropy_coef",
                  "comm_loss_weight", "moa_loss_weight", "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
         need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
@@ -317,7 +319,7 @@ def validate(c: Config) -> None:
     # The host's memory only: CUDA and the GPU's memory are checked by train.training_device on
     # the machine that trains (config stays torch-free, and a sweep driver validates trials
     # that may train elsewhere).
-    memory = _host_memory()
+    memory = host_memory()
     if memory is not None:
         check_memory(c, memory, "memory")
     try:
@@ -326,3 +328,4 @@ def validate(c: Config) -> None:
         logged = [-1]
     need(all(0 <= i < c.num_envs for i in logged),
          f"log_trajectories must list env indices in 0..{c.num_envs - 1}, got {c.log_trajectories!r}")
+    need(len(set(logged)) == len(logged), f"log_trajectories lists an env twice: {c.log_trajectories!r}")

@@ -14,6 +14,7 @@ from .envs import make
 from .metrics import OUTCOME_KEYS, EpisodeTracker
 from .policies import make_policies
 from .runtime import resolve_device
+from .threads import host_memory
 
 
 def load_policy(path, device="auto"):
@@ -36,19 +37,57 @@ def load_policy(path, device="auto"):
     return config, policy
 
 
+def check_record_target(record) -> None:
+    """Refuse an episode-log target that is not eval's to write, even with ``overwrite``: a
+    file of a run directory where a run is training (:class:`~ssdinfluence.rundir.RunDirError`),
+    or an existing file that is not an episode log (:class:`TrajectoryFileError`)."""
+    from .rundir import RunDirError, RunFiles, in_use
+    from .trajectories import TrajectoryFileError, TrajectoryReader
+
+    path = Path(record)
+    run = RunFiles(path.resolve().parent)
+    if run.owns(path) and in_use(run.root):
+        raise RunDirError(f"{path}: a file of run directory {run.root}, where a run is training (it holds "
+                          f"{run.lock}); record the episodes to another file")
+    if path.exists():
+        try:
+            TrajectoryReader(path).close()
+        except TrajectoryFileError as error:
+            raise TrajectoryFileError(path, f"not an episode log, so eval will not replace it ({error.reason}); "
+                                            f"choose another file") from None
+
+
+# Peak memory per env and agent while evaluating: measured 12 KB (harvest, 2 agents, going from
+# 2,000 to 20,000 envs: the env's views, the forward's float32 copies, conv features and LSTM
+# states), rounded up to 16 KiB for what the measurement missed.
+_BYTES_PER_AGENT = 16 * 1024
+
+
+def _check_memory(num_envs: int, agents: int) -> None:
+    """ValueError if ``num_envs`` envs would take 80% of this machine's memory."""
+    needed, memory = num_envs * agents * _BYTES_PER_AGENT, host_memory()
+    if memory is not None and needed >= 0.8 * memory:
+        raise ValueError(f"num_envs x agents = {num_envs} x {agents} needs at least {needed / 2**30:.1f} GiB, more "
+                         f"than this machine's {memory / 2**30:.1f} GiB of memory: lower num_envs")
+
+
 def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 12345, greedy: bool = False,
              device: str = "auto", record: str | None = None, overwrite: bool = False) -> dict:
     """Play ``episodes`` episodes (in batches of ``num_envs`` envs) and return per-episode results.
 
     Returns a dict of arrays over the E episodes: ``returns [E, N]``, ``collective_return [E]``
-    and the social measures ``[E]``; ``record`` writes every episode to an HDF5 trajectory file,
-    which must not exist unless ``overwrite`` (else ``ValueError``).
+    and the social measures ``[E]``; ``record`` writes those E episodes to an HDF5 episode log,
+    which must not exist unless ``overwrite`` (else ``ValueError``), and is never a file that
+    :func:`check_record_target` refuses.
     """
-    if record and Path(record).exists() and not overwrite:
-        raise ValueError(f"{record} already exists; pass overwrite=True to replace it")
+    if record:
+        check_record_target(record)
+        if Path(record).exists() and not overwrite:
+            raise ValueError(f"{record} already exists; pass overwrite=True to replace it")
     config, policy = load_policy(path, device)
     device = next(policy.networks.parameters()).device
     num_envs = num_envs or min(episodes, 16)
+    _check_memory(num_envs, config.agents)
     env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
     B, N = env.num_envs, env.num_agents
     recorder = None
@@ -63,9 +102,9 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     obs, info = env.reset()
     state = policy.initial_state(B, device)
     start = torch.ones(B, dtype=torch.bool, device=device)
-    results, steps = [], 0
+    results, steps, reported = [], 0, 0
     with torch.no_grad():
-        while sum(len(r["returns"]) for r in results) < episodes:
+        while reported < episodes:
             obs_t = torch.from_numpy(obs).to(device)
             prev = torch.from_numpy(info["prev_actions"]).long().to(device)
             visible = torch.from_numpy(info["visible"]).to(device)
@@ -77,14 +116,19 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
             obs, rewards, _, truncated, info = env.step(actions_np)
             steps += B
             ended = tracker.update(rewards, truncated)
-            if recorder:
-                recorder.after_step(actions_np, rewards, truncated, ended, steps, 0, step)
-            if ended is not None:
+            logged = truncated
+            if ended is not None:  # the measures cover the first ``episodes`` episodes: so does the log
+                ended = {key: value[:episodes - reported] for key, value in ended.items()}
+                reported += len(ended["returns"])
                 results.append(ended)
+                logged = np.zeros_like(truncated)
+                logged[ended["env_index"]] = True
+            if recorder:
+                recorder.after_step(actions_np, rewards, logged, ended, steps, 0, step)
             start = torch.from_numpy(truncated.copy()).to(device)
     if recorder:
         recorder.close()
-    out = {key: np.concatenate([r[key] for r in results])[:episodes]
+    out = {key: np.concatenate([r[key] for r in results])
            for key in ("returns", "collective_return", *OUTCOME_KEYS)}
     out["config"] = config
     return out

@@ -50,6 +50,7 @@ import numpy as np
 
 from .envs import core, tiles
 from .envs.base import MAP_FIELDS, BatchedEnv, map_codes, positive_int, render_frame
+from .rundir import DiskFullError, is_disk_full
 from .trajectories import TrajectoryFileError, TrajectoryReader
 
 __all__ = [
@@ -355,9 +356,11 @@ def write_video(frames, path, fps: float = 20.0) -> Path:
         else:
             _write_mp4(tmp, frames, fps)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if is_disk_full(error):
+            raise DiskFullError(path) from error
         raise
     return path
 

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DiskFullError", "MetricsLog", "RunDirError", "RunFiles", "atomic_write", "exclusive", "locked",
+__all__ = ["DiskFullError", "MetricsLog", "RunDirError", "RunFiles", "atomic_write", "exclusive", "in_use", "locked",
            "metrics_until", "remove_temp_files"]
 
 TEMP_SUFFIX = ".tmp"
@@ -77,6 +77,15 @@ class RunFiles:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    def owns(self, path) -> bool:
+        """True if ``path`` names a file the run writes: its config, metrics (gzipped too),
+        checkpoint, episode log, lock, or a temporary file in the run directory."""
+        path = Path(path).resolve()
+        if path.parent != self.root.resolve():
+            return False
+        names = {p.name for p in (self.config, self.metrics, self.checkpoint, self.trajectories, self.lock)}
+        return path.name in names | {"metrics.csv.gz"} or path.name.endswith(TEMP_SUFFIX)
+
 
 @contextlib.contextmanager
 def locked(root):
@@ -87,6 +96,18 @@ def locked(root):
     with exclusive(files.lock, f"{files.root}: another process is training in this run directory (it holds "
                                f"{files.lock}); wait for it to end, or choose another --out"):
         yield files
+
+
+def in_use(root) -> bool:
+    """True while a process (this one included) holds run directory ``root``'s lock."""
+    lock = RunFiles(Path(root)).lock
+    if not lock.exists():  # never trained in: nothing to take (and no lock file to create)
+        return False
+    try:
+        with exclusive(lock, ""):
+            return False
+    except RunDirError:
+        return True
 
 
 @contextlib.contextmanager
@@ -163,7 +184,7 @@ def remove_temp_files(files: RunFiles) -> list[Path]:
         if tmp.exists():
             tmp.unlink()
             removed.append(tmp)
-    for tmp in files.root.glob(f".{files.trajectories.name}.recover-*{TEMP_SUFFIX}"):
+    for tmp in files.root.glob(f".{files.trajectories.name}.*-*{TEMP_SUFFIX}"):  # .create-<pid>, .recover-<pid>
         tmp.unlink()
         removed.append(tmp)
     return removed

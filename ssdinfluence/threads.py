@@ -83,6 +83,27 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# More threads than this many per core only oversubscribe the cores (``--threads 10000`` made an
+# update 18x slower), so a larger count is refused as a mistake.
+THREADS_PER_CORE_LIMIT = 4
+
+
+def check_thread_count(threads: int) -> None:
+    """ValueError unless ``threads`` is 0 (all cores) or at most THREADS_PER_CORE_LIMIT per core."""
+    limit = THREADS_PER_CORE_LIMIT * available_cores()
+    if not 0 <= threads <= limit:
+        raise ValueError(f"threads must be in 0..{limit} ({THREADS_PER_CORE_LIMIT} x the {available_cores()} cores "
+                         f"this process may use; 0: all of them), got {threads}")
+
+
+def host_memory() -> int | None:
+    """Bytes of physical memory on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX
+        return None
+
+
 def configure(threads: int = 0) -> int:
     """Use ``threads`` threads for torch and for the env kernels (0: :func:`available_cores` for
     the env kernels, :func:`default_torch_threads` of them for torch).
@@ -92,8 +113,7 @@ def configure(threads: int = 0) -> int:
     import numba
     import torch
 
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0, got {threads}")
+    check_thread_count(threads)
     count = threads or available_cores()
     torch.set_num_threads(threads or default_torch_threads(count))
     numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))

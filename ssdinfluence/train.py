@@ -146,9 +146,12 @@ def train(config: Config, *, resume: bool = False, on_update=None, max_updates: 
 
 
 def training_device(config: Config) -> torch.device:
-    """The device ``config`` trains on. ValueError if CUDA is asked for but absent, or the
-    rollout would not fit the GPU's memory; :func:`~ssdinfluence.config.validate` checks the
-    host's, without torch (a sweep driver validates trials that may train elsewhere)."""
+    """The device ``config`` trains on. ValueError if CUDA is asked for but absent, the rollout
+    would not fit the GPU's memory, or ``config.threads`` is more than this machine's cores can
+    use (:func:`~ssdinfluence.threads.check_thread_count`); :func:`~ssdinfluence.config.validate`
+    checks the host's memory, without torch (a sweep driver validates trials that may train
+    elsewhere, on other machines)."""
+    threads.check_thread_count(config.threads)
     device = resolve_device(config.device)
     if device.type == "cuda":
         check_memory(config, torch.cuda.get_device_properties(device).total_memory, "GPU memory")
@@ -243,7 +246,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                 batch.update(policy.prepare_update({**batch, "rewards": rollout.rewards, "dones": rollout.done},
                                                    bootstrap, beta))
                 with threads.torch_threads(cores):
-                    losses = _update(config, policy, optimizer, sampler, batch, rollout.lstm_states)
+                    losses = _update(config, policy, optimizer, sampler, batch, rollout.lstm_states, run.update + 1)
                 timers["backward"] += time.perf_counter() - tic
                 run.update += 1
 
@@ -459,8 +462,9 @@ class Rollout:
                 **self.extras}
 
 
-def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
-    """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them.
+def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs, update: int):
+    """PPO epochs over minibatches of BPTT sequences, or one A2C step over all of them
+    (``update``: its number, 1-based, for :class:`TrainingDiverged`).
 
     The rollout [T, B] is cut into S = (T / L) * B sequences of L steps; sequence s = c * B + b
     is chunk c of env b and starts from the stored LSTM states ``state_bufs[i][c][:, b]``
@@ -496,9 +500,12 @@ def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
                 stopped = True
                 break
             loss = terms.loss if aux is None else terms.loss + aux["loss"]
+            _check_finite(update, {"policy loss": terms.policy_loss, "value loss": terms.value_loss,
+                                   "entropy": terms.entropy, **({"auxiliary loss": aux["loss"]} if aux else {})})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norms = clip_grad_norm_per_agent(list(policy.networks.parameters()), N, config.max_grad_norm)
+            _check_finite(update, {"gradient": norms})  # before the step: the weights stay finite
             optimizer.step()
             for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
                 totals[name] = totals.get(name, 0.0) + getattr(terms, name).item()
@@ -508,6 +515,21 @@ def _update(config, policy, optimizer, sampler, rollout: dict, state_bufs):
                     totals[name] = totals.get(name, 0.0) + value
             count += 1
     return {k: v / count for k, v in totals.items()}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term or gradient became NaN or infinite: training stops before the optimiser
+    takes the step, so the weights and the last checkpoint stay finite."""
+
+
+def _check_finite(update: int, terms: dict) -> None:
+    """TrainingDiverged naming the update and the first of ``terms`` (name -> tensor) that is
+    not finite."""
+    for name, value in terms.items():
+        if not bool(torch.isfinite(value).all()):
+            raise TrainingDiverged(f"update {update}: the {name} is not finite ({value.detach().flatten()[:5].tolist()}); "
+                                   f"training stopped before the step, the last checkpoint is kept. Lower lr or the "
+                                   f"loss coefficients")
 
 
 def _next_actions(actions_buf, done_buf):

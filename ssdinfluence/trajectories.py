@@ -66,9 +66,13 @@ then writing ``episodes/length`` and flushing again: an episode exists only once
 on disk, and the reader trusts only the index (it ignores step rows past the last indexed
 episode and a half-written last index row). ``mode="a"`` drops such leftovers; a file whose
 writer was killed is still marked "open for writing" by HDF5, so resuming it first copies its
-complete episodes into a fresh file that replaces it. Outside this module, open a file
-whose writer is running or was killed with ``h5py.File(path, "r", swmr=True)``; a closed one
-opens plainly.
+complete episodes into a fresh file that replaces it. A kill at any other write is as
+harmless: a new file (or that copy) is built under a temporary name beside it,
+``.<name>.create-<pid>.tmp`` (``.recover-``), and renamed over it once complete, so no file
+is ever half-created; and a resume opens the file in SWMR mode in one step (opening it for
+writing, then switching to SWMR, would leave it marked "open for writing" without SWMR in
+between, which HDF5 then refuses in every mode). Outside this module, open a file whose writer
+is running or was killed with ``h5py.File(path, "r", swmr=True)``; a closed one opens plainly.
 
 Errors: a missing, unreadable, non-HDF5 or foreign file, or a resume whose settings do not
 match the file, raise :class:`TrajectoryFileError` (a ``ValueError``) naming the path and the
@@ -92,7 +96,7 @@ import numpy as np
 
 from .envs import tiles
 from .envs.base import MAP_FIELDS
-from .rundir import DiskFullError, is_disk_full
+from .rundir import DiskFullError, _fsync_directory, is_disk_full
 from .runtime import sigint_deferred
 
 try:  # POSIX only; elsewhere the "another process is writing" check is skipped
@@ -650,14 +654,18 @@ class TrajectoryWriter:
         }
 
     def _create(self) -> None:
-        # HDF5 truncates an existing file *before* it finds it locked: check first that no
-        # other process (a live writer, a reader) has it open.
+        # A live writer would go on appending to the replaced file, unseen: refuse while
+        # another process (a live writer, a reader) has it open.
         if self.path.exists():
             self._refuse_if_open("overwrite")
+        # Built under a temporary name and renamed once complete and in SWMR mode: a kill
+        # before the rename leaves the old file (or none), never a half-created one.
+        tmp = _temp_path(self.path, "create")
         try:
-            f = h5py.File(self.path, "w", libver="latest")
+            f = h5py.File(tmp, "w", libver="latest")
         except OSError as error:
             raise _cannot(self.path, "create the file", error) from error
+        lock = None
         try:
             with _translate_h5(self.path, "writing the file's header"):
                 for key, value in self._header_attrs().items():
@@ -666,10 +674,23 @@ class TrajectoryWriter:
                     _create_dataset(f, _step_path(name), shape, dtype)
                 for name, (shape, dtype) in self._episode_specs.items():
                     _create_dataset(f, f"episodes/{name}", shape, dtype)
-            self._start_swmr(f, num_episodes=0, num_steps=0)
+            with _translate_h5(self.path, "starting SWMR writing"):
+                f.flush()
+                f.swmr_mode = True  # from here on readers may open the file; HDF5 drops its lock
+            lock = _try_lock(tmp, exclusive=False)  # before the rename: the file is never unlocked
+            try:
+                _replace(tmp, self.path)
+            except OSError as error:
+                raise _cannot(self.path, "create the file", error) from error
         except BaseException:
-            f.close()
+            with contextlib.suppress(Exception):
+                f.close()
+            if isinstance(lock, int):
+                os.close(lock)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
             raise
+        self._attach(f, num_episodes=0, num_steps=0, lock=lock)
 
     def _refuse_if_open(self, action: str) -> None:
         """TrajectoryFileError if another process (a live writer, a reader) has the file open."""
@@ -694,8 +715,9 @@ class TrajectoryWriter:
         #    refuses to open such a file for writing: copy its complete episodes to a new file.
         if _superblock(self.path)[0]:
             _recover(self.path)
+        # 4. Open it in SWMR mode at once: a kill from here on leaves the case of step 3.
         try:
-            f = h5py.File(self.path, "a", libver="latest")
+            f = _open_swmr_writer(self.path)
         except OSError as error:
             raise _cannot(self.path, "open the file for appending", error) from error
         try:
@@ -704,10 +726,12 @@ class TrajectoryWriter:
                     f[_step_path(name)].resize(num_steps, axis=0)
                 for name in self._episode_specs:
                     f[f"episodes/{name}"].resize(num_episodes, axis=0)
-            self._start_swmr(f, num_episodes=num_episodes, num_steps=num_steps)
+                f.flush()
         except BaseException:
             f.close()
             raise
+        self._attach(f, num_episodes=num_episodes, num_steps=num_steps,
+                     lock=_try_lock(self.path, exclusive=False))
 
     def _mismatches(self, reader: TrajectoryReader) -> list[str]:
         problems = []
@@ -726,15 +750,13 @@ class TrajectoryWriter:
                 problems.append(f"{kind} are {_describe_fields(theirs)} in the file, {_describe_fields(ours)} here")
         return problems
 
-    def _start_swmr(self, f: h5py.File, num_episodes: int, num_steps: int) -> None:
-        with _translate_h5(self.path, "starting SWMR writing"):
-            f.flush()
-            f.swmr_mode = True  # from here on readers may open the file; HDF5 drops its lock
+    def _attach(self, f: h5py.File, num_episodes: int, num_steps: int, lock) -> None:
+        """Write to ``f`` (open in SWMR mode), holding ``lock`` (a shared lock on the file
+        from :func:`_try_lock`, which tells a would-be resumer we are alive)."""
         self._file = f
         self._steps = {name: f[_step_path(name)] for name in self._step_specs}
         self._episodes = {name: f[f"episodes/{name}"] for name in self._episode_specs}
         self._num_episodes, self._num_steps = num_episodes, num_steps
-        lock = _try_lock(self.path, exclusive=False)  # tells a would-be resumer we are alive
         self._lock_fd = lock if isinstance(lock, int) else None
 
     # ------------------------------------------------------------------ appending
@@ -948,7 +970,7 @@ def _recover(path: Path) -> None:
 
     if shutil.disk_usage(path.parent).free < path.stat().st_size:  # fail before HDF5 does, mid-copy
         raise DiskFullError(path.parent)
-    tmp = path.with_name(f".{path.name}.recover-{os.getpid()}.tmp")
+    tmp = _temp_path(path, "recover")
     try:
         with _translate_h5(path, "recovering the file of a killed writer"):
             with h5py.File(path, "r", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
@@ -956,11 +978,44 @@ def _recover(path: Path) -> None:
                     dst.attrs[key] = value
                 for name in src:
                     src.copy(src[name], dst, name=name)
-        os.replace(tmp, path)
+        try:
+            _replace(tmp, path)
+        except OSError as error:
+            raise _cannot(path, "replace the file by its recovered copy", error) from error
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _temp_path(path: Path, purpose: str) -> Path:
+    """Where ``path`` is built before it replaces ``path`` (``rundir.remove_temp_files``
+    deletes those a killed writer left)."""
+    return path.with_name(f".{path.name}.{purpose}-{os.getpid()}.tmp")
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` once its data is on disk (fsync), durably."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+def _open_swmr_writer(path: Path) -> h5py.File:
+    """``path`` opened for appending in SWMR mode, in one step.
+
+    HDF5 then marks its superblock "open for writing" and "SWMR writing" in one write.
+    ``h5py.File(path, "a")`` followed by ``swmr_mode = True`` writes them apart, and a file
+    killed in between is refused by every mode of HDF5 (until ``h5clear``).
+    """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+    return h5py.File(fid)
 
 
 @contextlib.contextmanager

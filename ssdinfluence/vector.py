@@ -72,10 +72,10 @@ class AgentVectorEnv(VectorEnv):
         :meth:`BatchedEnv.reset`), and the spaces' samplers. Returns ``(obs, {})``."""
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
             raise ValueError(f"seed must be one integer for all envs (their streams derive from it), got {seed!r}")
+        obs, _ = self.env.reset(seed=None if seed is None else int(seed))  # first: the package's own range check
         super().reset(seed=seed)
         if seed is not None:
             self.action_space.seed(int(seed))
-        obs, _ = self.env.reset(seed=None if seed is None else int(seed))
         self._terminations[:] = False
         self._truncations[:] = False
         return obs.reshape(self.observation_space.shape), {}

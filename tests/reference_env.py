@@ -1,7 +1,7 @@
 """A slow, deliberately plain reference implementation of ONE Cleanup or Harvest env.
 
 This is the oracle for ``test_parity.py``. It is written from the rules in
-``shared/spec/ENVIRONMENTS.md`` and the random-draw protocol stated in the docstrings of
+``docs/environments.md`` and the random-draw protocol stated in the docstrings of
 ``ssdinfluence/envs/core.py``, ``harvest.py`` and ``cleanup.py`` -- never from the kernels'
 code. It does not import ``core``, ``harvest`` or ``cleanup``; it uses only the tile codes
 and palette (``tiles``), the map parser (``maps``, for validation and row normalisation),

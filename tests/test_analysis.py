@@ -185,6 +185,19 @@ def test_plot_curves_writes_an_image(trained, tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
+@pytest.mark.parametrize("reference", [True, False])
+def test_plot_marks_the_reference_ppo_curve_up_to_the_runs_last_step(tmp_path, monkeypatch, reference):
+    from matplotlib.axes import Axes
+
+    fake_run(tmp_path / "run", [50.0], env="cleanup", steps=tuple(range(3_000_000, 33_000_000, 3_000_000)))
+    drawn = []
+    plot = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, *args, **kwargs: drawn.append((args, kwargs)) or plot(ax, *args, **kwargs))
+    analysis.plot_curves([tmp_path / "run"], tmp_path / "curves.png", smooth=1, reference=reference)
+    marked = [args for args, kwargs in drawn if kwargs.get("label") == "reference PPO, baseline"]
+    assert marked == ([((1e7, 2e7, 3e7), (10, 36, 80))] if reference else [])
+
+
 def test_plot_without_matplotlib_says_how_to_install(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"ssdinfluence\[viz\]"):

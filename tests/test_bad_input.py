@@ -158,6 +158,21 @@ def test_analyze_plot_and_report_refuse_a_damaged_metrics_file(good_run, tmp_pat
     assert_refused(invoke("report", sweep, "--no-plot"), str(sweep / "trial" / "metrics.csv"), *words)
 
 
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("agents", "x", "agents must be an integer"), ("agents", None, "agents must be an integer"),
+    ("agents", [2], "agents must be an integer"), ("model", None, "model must be a string"),
+    ("seed", "x", "seed must be an integer"), ("env", 5, "env must be a string"),
+    ("agents", 1_000_000_000, "too many agents for the map"),
+])
+def test_analyze_compare_and_plot_refuse_a_wrong_config_field_naming_it(good_run, tmp_path, field, value, words):
+    out = copy_run(good_run, tmp_path)
+    path = out / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    assert_refused(invoke("analyze", out), str(path), words)
+    assert_refused(invoke("compare", out, good_run), str(path), words)
+    assert_refused(invoke("plot", out, "-o", tmp_path / "x.png"), str(path), words)
+
+
 @pytest.mark.parametrize("content", ["", "{", "[]"])
 def test_report_refuses_a_damaged_manifest_naming_it(tmp_path, content):
     (tmp_path / "manifest.json").write_text(content)
@@ -182,6 +197,14 @@ BAD_RUNS = [
     (["--entropy-coef", "nan"], "entropy_coef must be a finite number"),
     (["--influence-weight", "inf"], "influence_weight must be a finite number"),
     (["--num-envs", "1000000"], "GiB for the rollout"),
+    (["--lr", "1e308"], "lr must be in (0, 1]"),
+    (["--entropy-coef", "1e308"], "entropy_coef must be <= 10000"),
+    (["--value-coef", "1e300"], "value_coef must be <= 10000"),
+    (["--log-trajectories", "0,0"], "log_trajectories lists an env twice: '0,0'"),
+    (["--threads", "10000"], "threads must be in 0.."),
+    (["--num-envs", "3", "--ppo-minibatches", "4"], "must divide the 6 BPTT sequences per update (num_envs x "
+     "rollout_length / bptt_length): set ppo_minibatches to 3 (--ppo-minibatches 3)"),
+    (["--horizon", "50", "--env-kwargs", "horizon=0"], "--horizon 50 and --env-kwargs horizon=0 both set"),
     (["--steps", "nan"], "'nan' must be a whole number of steps >= 1"),
     (["--steps", "inf"], "'inf' must be a whole number of steps >= 1"),
 ]
@@ -252,6 +275,33 @@ def test_reset_refuses_seeds_out_of_range():
         with pytest.raises(ValueError, match="seed must be a non-negative integer"):
             env.reset(seed=seed)
     np.testing.assert_array_equal(env.observe()[0], obs_max)  # a refused reset changes nothing
+
+
+def test_eval_and_rollout_refuse_more_envs_than_memory_holds(good_run, tmp_path):
+    assert_refused(invoke("eval", good_run, "--episodes", "1000000", "--num-envs", "1000000"),
+                   "GiB, more than this machine's", "lower num_envs")
+    assert_refused(invoke("rollout", "--num-envs", "100000000"), "GiB, more than this machine's", "lower num_envs")
+
+
+def test_make_vec_reset_refuses_seeds_with_the_packages_own_error():
+    pytest.importorskip("gymnasium")
+    envs = ssdinfluence.make_vec("harvest", num_envs=1, num_agents=2)
+    for seed in (-1, 2**64):
+        with pytest.raises(ValueError, match="seed must be a non-negative integer below 2\\*\\*64"):
+            envs.reset(seed=seed)
+
+
+def test_make_refuses_more_envs_than_memory_holds_before_allocating():
+    from ssdinfluence.envs.base import env_bytes
+    from ssdinfluence.threads import host_memory
+
+    env = ssdinfluence.make("cleanup", num_envs=3, num_agents=5)
+    allocated = sum(a.nbytes for a in vars(env).values() if isinstance(a, np.ndarray))
+    allocated += sum(a.nbytes for a in env._state.values())
+    assert env_bytes(3, 5, env.layout.shape) >= 0.9 * allocated  # the estimate counts what is there
+    too_many = int(host_memory() / env_bytes(1, 5, env.layout.shape)) + 1
+    with pytest.raises(ValueError, match="GiB, more than this machine's .* lower num_envs"):
+        ssdinfluence.make("cleanup", num_envs=too_many, num_agents=5)
 
 
 def test_set_state_refuses_non_finite_returns():

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from ssdinfluence.cli import main
+from ssdinfluence.evaluate import evaluate
+from ssdinfluence.rundir import locked
 from ssdinfluence.trajectories import TrajectoryReader
 
 SMALL = ["--env", "harvest", "--agents", "2", "--num-envs", "2", "--rollout-length", "16", "--bptt-length", "8",
@@ -38,7 +42,64 @@ def test_run_resume_and_eval(tmp_path):
     assert result.exit_code == 0, result.output
     assert "collective return" in result.output and "equality" in result.output
     with TrajectoryReader(record) as reader:
-        assert reader.num_episodes >= 3
+        assert reader.num_episodes == 3
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = invoke("run", *SMALL, "--steps", "32", "--out", str(out), "--log-trajectories", "0", "--log-every", "1")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def snapshot(out):
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file() and p.name != ".lock"}
+
+
+def test_eval_record_never_writes_a_training_runs_files(trained_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    before = snapshot(out)
+    with locked(out):  # as a trainer holds it
+        for name in ("metrics.csv", "trajectories.h5", "checkpoint.pt.tmp"):
+            result = invoke("eval", str(out), "--episodes", "1", "--record", str(out / name), "--overwrite")
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+            text = " ".join(result.output.split())
+            assert str(out / name) in text and "where a run is training" in text, result.output
+    assert snapshot(out) == before
+    result = invoke("eval", str(out), "--episodes", "1", "--record", str(out / "eval.h5"))
+    assert result.exit_code == 0, result.output  # not one of the run's own files
+    result = invoke("eval", str(out), "--episodes", "1", "--record", str(out / "trajectories.h5"), "--overwrite")
+    assert result.exit_code == 0, result.output  # the run's log may be replaced once no run trains there
+
+
+def test_eval_record_refuses_a_file_that_is_not_an_episode_log(trained_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    other = tmp_path / "notes.txt"
+    other.write_text("mine")
+    before = snapshot(out)
+    for target in (out / "metrics.csv", out / "checkpoint.pt", other):
+        for flags in ([], ["--overwrite"]):
+            result = invoke("eval", str(out), "--episodes", "1", "--record", str(target), *flags)
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+            text = " ".join(result.output.split())
+            assert str(target) in text and "not an episode log" in text, result.output
+    assert snapshot(out) == before and other.read_text() == "mine"
+
+
+def test_eval_records_exactly_the_episodes_it_reports(trained_run, tmp_path):
+    record = tmp_path / "eval.h5"
+    result = invoke("eval", str(trained_run), "--episodes", "3", "--num-envs", "2", "--record", str(record))
+    assert result.exit_code == 0, result.output
+    assert "3 episodes" in result.output
+    with TrajectoryReader(record) as reader:
+        assert reader.num_episodes == 3
+    measured = evaluate(trained_run, episodes=3, num_envs=2, record=str(record), overwrite=True)
+    with TrajectoryReader(record) as reader:
+        np.testing.assert_allclose(reader.episodes()["returns"], measured["returns"])
+        np.testing.assert_allclose(reader.episodes()["efficiency"], measured["efficiency"])
 
 
 def test_config_file_and_flags(tmp_path):

@@ -14,7 +14,15 @@ import pytest
 from click.testing import CliRunner
 
 from ssdinfluence.cli import main
-from ssdinfluence.cli.training import FLAG_HELP, FLAG_TYPES, LiveRows, _format_duration, eta_seconds, run
+from ssdinfluence.cli.training import (
+    FLAG_HELP,
+    FLAG_TYPES,
+    LiveRows,
+    _format_duration,
+    cell,
+    eta_seconds,
+    run,
+)
 from ssdinfluence.config import Config
 
 from .test_analysis import fake_sweep
@@ -135,7 +143,11 @@ def test_live_rows_keep_the_last_episode_values_marked_with_their_update():
     shown, note = live(row(3, 0))
     assert shown["collective_return"] == 12.0 and shown["return_agent_0"] == 6.0 and shown["efficiency"] == 0.5
     assert shown["policy_loss"] == pytest.approx(0.3) and shown["update"] == 3  # the rest is this update's
-    assert note == "(episodes of update 2)"
+    assert note == "(episodes of update 2)" and shown["episodes"] == 3  # the count of the episodes shown
+
+
+def test_undefined_measures_show_as_a_dash():
+    assert [cell(v, ".1f") for v in (math.nan, None, math.inf, -2.25)] == ["-", "-", "-", "-2.2"]
 
 
 def test_eta_from_the_first_update():
@@ -151,3 +163,4 @@ def test_quiet_lines_show_the_last_episode_values(tmp_path):
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.output.splitlines() if line.startswith("update 10:")]
     assert "(episodes of update 9)" in line and "nan" not in line
+    assert not [line for line in result.output.splitlines() if line.startswith("training")]  # no progress bar

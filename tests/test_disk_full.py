@@ -50,9 +50,10 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_pat
 def test_training_stops_on_a_full_disk_and_resumes_exactly(tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        # each rewrite fsyncs its file, then the directory: config.json (1, 2), the checkpoint
-        # of update 2 (3, 4); the disk is full for the checkpoint of update 4
-        fail_fsync_after(patch, 5)
+        # each rewrite fsyncs its file, then the directory: config.json (1, 2), trajectories.h5
+        # created for the first logged episode (3, 4), the checkpoint of update 2 (5, 6); the
+        # disk is full for the checkpoint of update 4
+        fail_fsync_after(patch, 7)
         with pytest.raises(DiskFullError, match=f"no space left on device: {out / 'checkpoint.pt'}"):
             train(config(out))
     assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "config.json", "metrics.csv",
@@ -119,3 +120,35 @@ def test_a_real_full_disk_on_a_small_tmpfs(tmp_path):
     for a, b in zip(episodes_a, episodes_b, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_plot_on_a_full_disk_names_the_file_exits_2_and_leaves_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+    from matplotlib.figure import Figure
+
+    from ssdinfluence.cli import main
+
+    from .test_analysis import fake_run
+
+    fake_run(tmp_path / "run", [5.0, 6.0])
+    monkeypatch.setattr(Figure, "savefig", enospc)
+    out = tmp_path / "plots" / "curves.png"
+    result = CliRunner().invoke(main, ["plot", str(tmp_path / "run"), "-o", str(out)])
+    assert result.exit_code == 2 and f"no space left on device: {out}" in " ".join(result.output.split())
+    assert not result.exception or isinstance(result.exception, SystemExit)
+    assert list((tmp_path / "plots").iterdir()) == []
+
+
+def test_a_video_on_a_full_disk_raises_disk_full_naming_it_and_leaves_nothing(tmp_path, monkeypatch):
+    iio = pytest.importorskip("imageio.v3")
+    from ssdinfluence.render import write_video
+
+    monkeypatch.setattr(iio, "imwrite", enospc)
+    with pytest.raises(DiskFullError, match=f"no space left on device: {tmp_path / 'replay.gif'}"):
+        write_video(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "replay.gif")
+    assert list(tmp_path.iterdir()) == []

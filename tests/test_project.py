@@ -95,6 +95,24 @@ def test_repository_documents_itself():
     assert "Social Influence as Intrinsic Motivation" in citation and "Jaques" in citation
 
 
+def test_ruff_targets_the_python_the_package_requires():
+    """ruff's pyupgrade rules and the interpreter floor agree (requires-python >= 3.11: tomllib)."""
+    import tomllib
+
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    target = tomllib.loads((ROOT / "ruff.toml").read_text())["target-version"]
+    assert requires == ">=3.11" and target == "py311"
+
+
+def test_the_package_cites_only_what_it_ships():
+    """Source and tests point to documents of this repository (docs/), never to files outside it."""
+    cited = [f"{path.relative_to(ROOT)}:{number}" for folder in ("ssdinfluence", "tests")
+             for path in sorted((ROOT / folder).rglob("*.py"))
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"\bshared/spec\b|\.\./shared", line) and path.name != "test_project.py"]
+    assert not cited, cited
+
+
 def test_the_first_view_of_every_episode_shows_the_agents():
     """The documented difference from the reference (whose reset draws no agents): every agent
     sees itself in the centre of its first view, after reset and after an autoreset."""

@@ -27,7 +27,7 @@ from ssdinfluence.render import (
 )
 from ssdinfluence.trajectories import TrajectoryFileError, TrajectoryReader, TrajectoryWriter
 
-# The spec's colours (README table), written out so a palette change cannot pass unnoticed.
+# The colours of docs/environments.md's table, written out so a palette change cannot pass unnoticed.
 SPEC_TILES = np.array([(0, 0, 0), (180, 180, 180), (0, 255, 0), (99, 156, 194), (113, 75, 24), (113, 75, 24)],
                       np.uint8)
 SPEC_FIRE, SPEC_CLEAN = (255, 255, 0), (100, 255, 255)

@@ -8,13 +8,16 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from ssdinfluence import checkpoint, rundir
@@ -193,7 +196,20 @@ def snapshot(out: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "mismatched", "empty"])
+def flip_a_weight_byte(path: Path) -> None:
+    """Flip one byte inside the largest tensor's data, leaving the archive's structure intact
+    (what ``torch.load`` alone accepts: it does not check the members' CRCs)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    name_length, extra_length = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    start = member.header_offset + 30 + name_length + extra_length
+    data[start + member.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "mismatched", "empty", "weight-byte",
+                                    "nan-weights"])
 def test_a_resume_from_a_damaged_checkpoint_fails_naming_it_and_changes_nothing(tmp_path, damage):
     out = tmp_path / "run"
     train(config(out), max_updates=3)
@@ -206,9 +222,13 @@ def test_a_resume_from_a_damaged_checkpoint_fails_naming_it_and_changes_nothing(
     elif damage == "empty":
         path.write_bytes(b"")
     elif damage == "foreign":
-        import torch
-
         torch.save({"weights": torch.zeros(3)}, path)
+    elif damage == "weight-byte":
+        flip_a_weight_byte(path)
+    elif damage == "nan-weights":  # a diverged run's checkpoint, written intact
+        saved = torch.load(path, weights_only=True)
+        next(iter(saved["model"].values())).fill_(float("nan"))
+        checkpoint.save(path, {k: v for k, v in saved.items() if k not in ("format", "format_version")})
     else:  # another run's checkpoint (3 agents) copied in
         train(config(tmp_path / "other", agents=3), max_updates=2)
         path.write_bytes((tmp_path / "other" / "checkpoint.pt").read_bytes())

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from click.testing import CliRunner
 
 from ssdinfluence.cli import main
 from ssdinfluence.sweep import SweepSpec, expand, load_manifest, load_spec, run_sweep, trial_run_dirs
+from ssdinfluence.sweep import driver as sweep_driver
 from ssdinfluence.sweep.driver import reconcile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -326,6 +328,93 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
         assert [int(r["update"]) for r in rows] == list(range(1, 501))
         assert rows[:len(before[run_dir])] == before[run_dir]  # continued, not restarted
         assert saved_checkpoint(run_dir)["env_steps"] == 4000
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The pids of process ``pid``'s spawned pool workers (from /proc: Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """False once ``pid`` has exited (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the worker process in /proc")
+def test_a_killed_driver_leaves_no_worker_and_the_sweep_resumes_at_once(tmp_path):
+    (tmp_path / "sweep.toml").write_text('name = "kill"\n' + TINY_TOML)
+    sweep_dir = tmp_path / "sweeps" / "kill"
+    run_dir = sweep_dir / "runs" / "harvest-baseline-s0"
+    driver = subprocess.Popen([sys.executable, "-m", "ssdinfluence.cli", "sweep", "--config", "sweep.toml",
+                               "--steps", "1000", "--workers", "1", "--threads-per-trial", "1", "--quiet"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (run_dir / "metrics.csv").exists() and len((run_dir / "metrics.csv").read_text().splitlines()) > 3:
+                break
+            time.sleep(0.05)
+        workers = pool_workers(driver.pid)
+    finally:
+        driver.kill()
+        driver.wait()
+    assert len(workers) == 1
+    deadline = time.time() + 5
+    while alive(workers[0]) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(workers[0]), "the worker outlived its driver"
+    updates = [int(r["update"]) for r in read_rows(run_dir / "metrics.csv")]
+    assert updates[-1] == saved_checkpoint(run_dir)["update"] < 125  # it stopped after an update, checkpointed
+
+    result = invoke("sweep", "--resume", str(sweep_dir), "--workers", "1", "--threads-per-trial", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "1 finished" in result.output
+    assert [int(r["update"]) for r in read_rows(run_dir / "metrics.csv")] == list(range(1, 126))
+
+
+def hold_lock(run_dir: Path, seconds: float | None):
+    """Hold ``run_dir``'s lock as a trainer in another process does (an OS lock on its own open
+    file); released after ``seconds`` (None: when the returned file is closed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    if seconds is not None:
+        threading.Timer(seconds, handle.close).start()
+    return handle
+
+
+def test_a_sweep_waits_for_a_trial_still_training_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.toml").write_text(TINY_TOML)
+    run_dir = tmp_path / "sweeps" / "held" / "runs" / "harvest-baseline-s0"
+    hold_lock(run_dir, 1.0)
+    args = ["sweep", "--config", "s.toml", "--steps", "16", "--workers", "1", "--threads-per-trial", "1", "--quiet"]
+    result = invoke(*args, "--name", "held")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "waiting up to 120 s for 1 trial(s) still training in another process" in text and str(run_dir) in text
+    assert "1 finished" in text
+
+    monkeypatch.setattr(sweep_driver, "OLD_TRIALS_WAIT_S", 0.5)
+    run_dir = tmp_path / "sweeps" / "stuck" / "runs" / "harvest-baseline-s0"
+    with hold_lock(run_dir, None):
+        result = invoke(*args, "--name", "stuck")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    text = " ".join(result.output.split())
+    assert "1 trial(s) still training in another process after 0 s" in text and str(run_dir) in text
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing ran
 
 
 def test_a_trial_takes_its_run_directory_lock_before_its_tracker_writes_there(tmp_path):

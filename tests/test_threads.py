@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -96,8 +97,10 @@ def test_configure_sets_torch_and_numba_and_rejects_negative_counts():
     finally:
         torch.set_num_threads(torch_before)
         numba.set_num_threads(numba_before)
-    with pytest.raises(ValueError, match="threads must be >= 0"):
-        threads.configure(-1)
+    limit = threads.THREADS_PER_CORE_LIMIT * threads.available_cores()
+    for bad in (-1, limit + 1):
+        with pytest.raises(ValueError, match=re.escape(f"threads must be in 0..{limit}")):
+            threads.configure(bad)
     assert [threads.default_torch_threads(c) for c in (1, 2, 3, 16)] == [1, 1, 3, 16]
     assert [threads.rollout_torch_threads(2, b) for b in (1, 32, 127, 128, 4096)] == [1, 1, 1, 2, 2]
     assert [threads.rollout_torch_threads(c, 4096) for c in (1, 3, 16)] == [1, 3, 16]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssdinfluence import checkpoint
+from ssdinfluence.algos import policy_loss_terms
 from ssdinfluence.config import build_config
 from ssdinfluence.train import metric_columns, train
 from ssdinfluence.trajectories import TrajectoryReader
@@ -116,6 +117,27 @@ def test_cleanup_runs_log_cleaning_and_the_rivers_waste(tmp_path):
         assert all(0 <= r <= 1 for r in rates) and sum(rates) > 0  # an untrained policy cleans at times
         assert 0 < float(row["river_waste"]) < 1  # the map starts part-polluted
     assert "river_waste" not in metric_columns(2, "baseline", "harvest")
+
+
+def test_a_non_finite_loss_stops_training_before_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import ssdinfluence.train as trainer
+
+    calls = []
+
+    def value_loss_nan_from_the_fifth_minibatch(*args, **kwargs):  # 2 epochs x 2 minibatches per update
+        terms = policy_loss_terms(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 5:
+            terms.value_loss = terms.value_loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer, "policy_loss_terms", value_loss_nan_from_the_fifth_minibatch)
+    config = tiny_config(tmp_path / "run", checkpoint_every=1, log_trajectories="")
+    with pytest.raises(trainer.TrainingDiverged, match=r"update 2: the value loss is not finite"):
+        train(config)
+    assert len(read_metrics(tmp_path / "run" / "metrics.csv")) == 1
+    saved = checkpoint.load(tmp_path / "run" / "checkpoint.pt")  # finite weights, or load would refuse it
+    assert saved["update"] == 1
 
 
 LEARN_MAP = "\n".join(["@@@@@@@@@", "@PAAAAAA@", "@AAAAAAA@", "@AAAAAAA@", "@AAAAAAA@", "@@@@@@@@@"])

@@ -490,6 +490,159 @@ def test_file_readable_and_resumable_after_the_writer_is_killed(tmp_path, sig):
         assert f["actions"].shape[0] == sum(3 + k % 5 for k in range(count + 1))
 
 
+# ---------------------------------------------------------------------------- a kill at every write
+# Preloaded into a process, this SIGKILLs it instead of making its KILL_AT_WRITE-th change to a
+# file (counted from when the variable is set): HDF5's pwrite and ftruncate, os.replace's rename.
+KILLER_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static long count;
+
+static void tick(void) {
+    const char *limit = getenv("KILL_AT_WRITE");
+    if (limit && ++count == atol(limit)) kill(getpid(), SIGKILL);
+}
+
+#define WRAP(ret, name, params, args) \
+    ret name params { tick(); return ((ret (*) params) dlsym(RTLD_NEXT, #name)) args; }
+
+WRAP(ssize_t, pwrite, (int fd, const void *buf, size_t n, off_t at), (fd, buf, n, at))
+WRAP(ssize_t, pwrite64, (int fd, const void *buf, size_t n, off64_t at), (fd, buf, n, at))
+WRAP(int, ftruncate, (int fd, off_t length), (fd, length))
+WRAP(int, ftruncate64, (int fd, off64_t length), (fd, length))
+WRAP(int, rename, (const char *old, const char *new), (old, new))
+"""
+
+# Runs with the killer preloaded: argv = [root, scenario]. Makes root/start (a run directory
+# with a checkpoint of update 2), then for event = 1, 2, ... copies it to root/killed-at-<event>
+# and, in a forked child, opens the log there as the run goes on, killed at that write; stops
+# at the first event the child gets through.
+KILL_AT_EVERY_WRITE = textwrap.dedent('''
+    import os, shutil, signal, sys, traceback
+    from pathlib import Path
+
+    from ssdinfluence.trajectories import TrajectoryWriter
+
+
+    def in_child(work):
+        """Run ``work()`` in a forked child; its wait status."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                work()
+            except BaseException:
+                traceback.print_exc()
+                os._exit(1)
+            os._exit(0)
+        return os.waitpid(pid, 0)[1]
+
+
+    def write_log(path, killed):
+        """Episodes 0..3 (logged under updates 0, 0, 1, 1) by a writer killed after the
+        checkpoint of update 2, or 0..5 (also 2, 2) by one that went on and closed the log."""
+        writer = TrajectoryWriter(path, **writer_kwargs())
+        for k in range(4 if killed else 6):
+            writer.append_episode(*make_episode(k))
+        if killed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        writer.close()
+
+
+    def open_log(path, scenario):
+        """Create the log for the first episode of a fresh run, or resume it from the
+        checkpoint of update 2 (TrajectoryRecorder.resume); then close it."""
+        if scenario == "create":
+            TrajectoryWriter(path, **writer_kwargs()).close()
+        else:
+            with TrajectoryWriter(path, mode="a", **writer_kwargs()) as writer:
+                writer.truncate_after_update(1)
+
+
+    root, scenario = Path(sys.argv[1]), sys.argv[2]
+    start = root / "start"
+    start.mkdir()
+    if scenario != "create":
+        in_child(lambda: write_log(start / "trajectories.h5", killed=scenario == "resume-killed-log"))
+    for event in range(1, 10_000):
+        run = root / f"killed-at-{event}"
+        shutil.copytree(start, run)
+
+        def work():
+            os.environ["KILL_AT_WRITE"] = str(event)
+            open_log(run / "trajectories.h5", scenario)
+
+        status = in_child(work)
+        if not os.WIFSIGNALED(status):
+            assert os.WEXITSTATUS(status) == 0, "the writer failed"
+            shutil.rmtree(run)
+            break
+''')
+
+
+@pytest.fixture(scope="module")
+def killer(tmp_path_factory):
+    """Path of KILLER_C compiled (skips off Linux, or without a C compiler)."""
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if not sys.platform.startswith("linux") or compiler is None:
+        pytest.skip("needs Linux and a C compiler to interpose the C library's writes")
+    folder = tmp_path_factory.mktemp("killer")
+    (folder / "killer.c").write_text(KILLER_C)
+    subprocess.run([compiler, "-shared", "-fPIC", "-o", str(folder / "killer.so"), str(folder / "killer.c"), "-ldl"],
+                   check=True, capture_output=True)
+    return folder / "killer.so"
+
+
+@pytest.mark.parametrize("scenario", ["create", "resume-closed-log", "resume-killed-log"])
+def test_a_kill_at_any_write_leaves_a_log_the_next_resume_continues(tmp_path, killer, scenario):
+    """SIGKILL instead of each write in turn of a run's first creation of its log, or of a
+    resume (of a closed log, and of a killed writer's log, which is first copied): the log
+    reads, and the next resume from the checkpoint of update 2 keeps every episode logged
+    before it and appends."""
+    from ssdinfluence.rundir import RunFiles, remove_temp_files
+
+    child = (textwrap.dedent(inspect.getsource(writer_kwargs)) + textwrap.dedent(inspect.getsource(make_episode))
+             + KILL_AT_EVERY_WRITE)
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path), scenario], capture_output=True, text=True,
+                          env={**os.environ, "LD_PRELOAD": str(killer), "PYTHONDONTWRITEBYTECODE": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    runs = sorted(tmp_path.glob("killed-at-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    assert len(runs) >= 10, "too few writes: is the killer interposed?"
+    kept = [] if scenario == "create" else [0, 1, 2, 3]  # logged under updates 0 and 1
+    on_disk = {"create": {0}, "resume-closed-log": {4, 6}, "resume-killed-log": {4}}[scenario]
+    seen = set()
+    for run in runs:
+        path = run / "trajectories.h5"
+        remove_temp_files(RunFiles(run))
+        assert [p.name for p in run.iterdir()] in ([], ["trajectories.h5"]), run.name
+        state = file_digest(path) if path.exists() else None
+        if state in seen:  # e.g. every kill while a copy was being made leaves the same file
+            continue
+        seen.add(state)
+        if path.exists():  # what analyze and render read
+            with TrajectoryReader(path) as reader:
+                assert reader.num_episodes in on_disk, run.name
+                for k in range(reader.num_episodes):
+                    check_episode(reader, k)
+        # The resume: drop what was logged after the checkpoint, then log episode 4 (of update
+        # 2) again; a missing log is created for it.
+        mode = "a" if path.exists() else "w"
+        with TrajectoryWriter(path, mode=mode, **writer_kwargs()) as writer:
+            if mode == "a":
+                assert writer.truncate_after_update(1) == len(kept), run.name
+            writer.append_episode(*make_episode(4))
+        with TrajectoryReader(path) as reader:
+            assert reader.num_episodes == len(kept) + 1, run.name
+            for index, k in enumerate([*kept, 4]):
+                check_episode(reader, k, index=index)
+
+
 # ---------------------------------------------------------------------------- bad files
 def test_clear_errors_for_files_that_are_not_trajectory_files(tmp_path):
     missing = tmp_path / "missing.h5"

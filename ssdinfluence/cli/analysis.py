@@ -151,18 +151,20 @@ def _analysis_tables(result: dict) -> list:
 @SMOOTH
 @click.option("--paper/--no-paper", default=True, show_default=True,
               help="Dashed lines at the paper's Table 4 values (collective return).")
-def plot(run_dirs, output, metric, smooth, paper):
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Dotted markers at the reference implementation's PPO curve (collective return).")
+def plot(run_dirs, output, metric, smooth, paper, reference):
     """Learning curves: a metric against env steps, mean and 95% band across seeds per model."""
     runs = _find(run_dirs)
-    path = _plot(runs, output, metric, smooth, paper)
+    path = _plot(runs, output, metric, smooth, paper, reference)
     click.echo(f"{len(runs)} run(s) plotted to {path}")
 
 
-def _plot(runs, output, metric, smooth, paper=True):
+def _plot(runs, output, metric, smooth, paper=True, reference=True):
     from ..analysis import RunError, plot_curves
 
     try:
-        return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper)
+        return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper, reference=reference)
     except RunError as error:
         raise click.BadParameter(str(error), param_hint="--metric" if metric in str(error) else "RUN_DIR") from error
     except ImportError as error:

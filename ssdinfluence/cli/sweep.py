@@ -6,6 +6,7 @@ import click
 
 from ..config import MODELS, PRESETS
 from ..names import ENV_NAMES
+from .errors import FileProblem
 from .training import TRACK, WANDB_PROJECT, StepCount, parse_setting
 
 
@@ -161,16 +162,21 @@ def _run_with_display(console, out: str, spec, envs: list[str], backend: str, qu
         else:
             log_changes(records)
 
+    def on_wait(run_dirs, timeout_s):
+        console.print(f"waiting up to {timeout_s:.0f} s for {len(run_dirs)} trial(s) still training in another "
+                      f"process (a sweep driver that was killed stops them after their current update): "
+                      + ", ".join(map(str, run_dirs)))
+
     aborted = False
     try:
         if live:
             live.start()
-        records = run_sweep(out, spec, backend=backend, on_progress=on_progress, **options)
+        records = run_sweep(out, spec, backend=backend, on_progress=on_progress, on_wait=on_wait, **options)
     except KeyboardInterrupt:
         aborted = True
         records = load_manifest(out)
-    except ValueError as error:  # another driver holds the sweep directory
-        raise click.ClickException(str(error)) from error
+    except ValueError as error:  # another driver holds the sweep directory, or a trial's stays held
+        raise FileProblem(str(error)) from error
     finally:
         if live:
             live.stop()

@@ -192,6 +192,9 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     given = {name for name in flags if ctx.get_parameter_source(name).name == "COMMANDLINE"}
     values = {name: flags[name] for name in given}
     if horizon is not None:
+        if "horizon" in values.get("env_kwargs", {}):
+            raise click.UsageError(f"--horizon {horizon} and --env-kwargs horizon={values['env_kwargs']['horizon']} "
+                                   f"both set the horizon: give one of them")
         values["env_kwargs"] = {**values.get("env_kwargs", {}), "horizon": horizon}
     try:
         if resume_dir:
@@ -238,7 +241,7 @@ class LiveRows:
     def __init__(self):
         from ..metrics import OUTCOME_KEYS
 
-        self.episode_columns = ("collective_return", *OUTCOME_KEYS)
+        self.episode_columns = ("episodes", "collective_return", *OUTCOME_KEYS)
         self.last_episodes = None  # (update, row) of the last update in which episodes ended
 
     def __call__(self, row: dict) -> tuple[dict, str]:
@@ -251,6 +254,12 @@ class LiveRows:
         update, old = self.last_episodes
         episode_keys = [k for k in old if k in self.episode_columns or k.startswith("return_agent_")]
         return {**row, **{k: old[k] for k in episode_keys}}, f"(episodes of update {update})"
+
+
+def cell(value, spec: str) -> str:
+    """``value`` formatted with ``spec``, or "-" where it is undefined (NaN or missing): equality
+    with negative returns, sustainability when nobody ate, any measure before an episode ends."""
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def eta_seconds(row: dict, total_steps: int) -> float:
@@ -286,7 +295,7 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
     from ..checkpoint import CheckpointError
     from ..envs import make
     from ..tracking import open_tracker
-    from ..train import train
+    from ..train import TrainingDiverged, train
     from ..trajectories import TrajectoryFileError
 
     console = Console()
@@ -302,13 +311,13 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
         table = Table(box=None, show_header=False, padding=(0, 2))
         for _ in range(4):
             table.add_column()
-        agents = "  ".join(f"{row.get(f'return_agent_{k}', float('nan')):.1f}" for k in range(config.agents))
+        agents = "  ".join(cell(row.get(f"return_agent_{k}"), ".1f") for k in range(config.agents))
         table.add_row("env steps/s", f"{row['sps']:,.0f}", "update", f"{row['update']}")
-        table.add_row("collective return", f"{row['collective_return']:.1f} {note}".rstrip(),
+        table.add_row("collective return", f"{cell(row['collective_return'], '.1f')} {note}".rstrip(),
                       "episodes", f"{row['episodes']}")
         table.add_row("per-agent returns", agents, "lr", f"{row['lr']:.2e}")
-        table.add_row("efficiency / equality", f"{row['efficiency']:.3f} / {row['equality']:.3f}",
-                      "sustainability / peace", f"{row['sustainability']:.1f} / {row['peace']:.1f}")
+        table.add_row("efficiency / equality", f"{cell(row['efficiency'], '.3f')} / {cell(row['equality'], '.3f')}",
+                      "sustainability / peace", f"{cell(row['sustainability'], '.1f')} / {cell(row['peace'], '.1f')}")
         table.add_row("policy / value loss", f"{row['policy_loss']:.4f} / {row['value_loss']:.4f}",
                       "entropy", f"{row['entropy']:.3f}")
         if "influence_weight" in row:
@@ -324,7 +333,7 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
         if quiet:
             if row["update"] % 10 == 0:
                 console.print(f"update {row['update']}: {row['env_steps']:,} steps, {row['sps']:,.0f} steps/s, "
-                              f"collective return {shown['collective_return']:.1f} {note}".rstrip())
+                              f"collective return {cell(shown['collective_return'], '.1f')} {note}".rstrip())
         else:
             live.update(Group(progress, render(shown, note)))
 
@@ -338,15 +347,18 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
                     console.print(f"tracking: {tracker.description}")
                 with console.status("compiling env kernels (cached after the first run)"):
                     make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
-                with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
-                    if quiet:
-                        live.stop()
+                if quiet:  # no live display at all: one line per 10 updates
                     result = train(config, resume=resume, on_update=on_update, lock_held=True)
+                else:
+                    with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
+                        result = train(config, resume=resume, on_update=on_update, lock_held=True)
             finally:
                 if tracker:
                     tracker.close()
     except (CheckpointError, rundir.RunDirError, TrajectoryFileError) as error:
         raise FileProblem(str(error)) from error
+    except TrainingDiverged as error:
+        raise click.ClickException(str(error)) from error
     except rundir.DiskFullError as error:
         kept = files.checkpoint.exists()
         raise DiskFull(f"{error}; " + (f"the last checkpoint is kept: free some space, then ssdinfluence run "
@@ -374,21 +386,24 @@ def eval_command(checkpoint_path, episodes, num_envs, seed, greedy, device, reco
     from rich.table import Table
 
     from ..checkpoint import CheckpointError
-    from ..evaluate import evaluate
-    from ..rundir import DiskFullError
+    from ..evaluate import check_record_target, evaluate
+    from ..rundir import RunDirError
     from ..trajectories import TrajectoryFileError
 
-    if record and Path(record).exists() and not overwrite:
-        raise click.BadParameter(f"{record} already exists; pass --overwrite to replace it", param_hint="--record")
     try:
+        if record:
+            check_record_target(record)  # before the --overwrite hint, which would not help
+            if Path(record).exists() and not overwrite:
+                raise click.BadParameter(f"{record} already exists; pass --overwrite to replace it",
+                                         param_hint="--record")
         result = evaluate(checkpoint_path, episodes=episodes, num_envs=num_envs, seed=seed, greedy=greedy,
                           device=device, record=record, overwrite=overwrite)
     except CheckpointError as error:
         raise click.BadParameter(str(error), param_hint="CHECKPOINT") from error
-    except TrajectoryFileError as error:
+    except (RunDirError, TrajectoryFileError) as error:
         raise FileProblem(str(error)) from error
-    except DiskFullError as error:
-        raise DiskFull(str(error)) from error
+    except ValueError as error:  # envs that do not fit the memory
+        raise click.BadParameter(str(error), param_hint="--num-envs") from error
     config = result["config"]
     table = Table(title=f"{config.env}, model {config.model}: {episodes} episodes ({'greedy' if greedy else 'sampled'})")
     table.add_column("measure")

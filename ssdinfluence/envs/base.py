@@ -113,6 +113,7 @@ class BatchedEnv:
             )
         if num_agents > tiles.MAX_AGENTS:
             raise ValueError(f"at most {tiles.MAX_AGENTS} agents are supported, got {num_agents}")
+        _check_memory(num_envs, num_agents, self.layout.shape)
         self.num_envs, self.num_agents = num_envs, num_agents
         self.num_actions = self.game.num_actions
         self.observation_shape = (tiles.VIEW_SIZE, tiles.VIEW_SIZE, 3)
@@ -390,6 +391,23 @@ def render_frame(codes: np.ndarray, positions: np.ndarray, orientations: np.ndar
             else:
                 frame[r0:r0 + scale, c0 + scale - mark:c0 + scale] = colour
     return frame
+
+
+def env_bytes(num_envs: int, num_agents: int, map_shape: tuple[int, int]) -> int:
+    """Bytes a :class:`BatchedEnv` allocates: its state, views (obs and final_obs) and scratch."""
+    H, W = map_shape
+    view = tiles.VIEW_SIZE * tiles.VIEW_SIZE * 3
+    padded = (H + 2 * tiles.VIEW_RADIUS) * (W + 2 * tiles.VIEW_RADIUS)
+    per_env = 2 * num_agents * view + padded + 4 * H * W + num_agents * (8 * num_agents + 64)
+    return num_envs * per_env
+
+
+def _check_memory(num_envs: int, num_agents: int, map_shape: tuple[int, int]) -> None:
+    """ValueError, before anything is allocated, if the envs would take 80% of the memory."""
+    needed, memory = env_bytes(num_envs, num_agents, map_shape), threads.host_memory()
+    if memory is not None and needed >= 0.8 * memory:
+        raise ValueError(f"num_envs x num_agents = {num_envs} x {num_agents} needs at least {needed / 2**30:.1f} GiB, "
+                         f"more than this machine's {memory / 2**30:.1f} GiB of memory: lower num_envs")
 
 
 def _seed(value) -> int:

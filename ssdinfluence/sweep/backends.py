@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -69,16 +70,39 @@ def make_backend(name, todo, workers, threads_per_trial, ray_address, cpus_per_t
 
 
 _STOP_EVENT = None  # in a local worker: set by the driver to stop its trials
+ORPHAN_CHECK_S = 0.2  # how often a worker checks that its driver lives
+ORPHAN_GRACE_S = 300.0  # how long an orphaned worker's trial has to stop before the worker exits without it
 
 
-def _init_local_worker(stop_event) -> None:
+def _init_local_worker(stop_event, driver_pid: int) -> None:
     """Runs first in every local worker. A Ctrl-C in a terminal reaches the whole process group:
     an idle worker ignores it (the trainer installs its own handler while training), and a stop
-    asked for by the driver is relayed to the trainer as a SIGTERM."""
+    asked for by the driver is relayed to the trainer as a SIGTERM. A worker whose driver died
+    (even by SIGKILL) stops too: its trial after the current update, with a checkpoint."""
     global _STOP_EVENT
     _STOP_EVENT = stop_event
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_relay_stop, args=(stop_event,), daemon=True).start()
+    if sys.platform.startswith("linux"):  # the kernel's SIGTERM comes at once, even while this process is busy in C
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # sent when the thread that started this process ends: the driver's, which calls submit
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    threading.Thread(target=_exit_with_driver, args=(driver_pid,), daemon=True).start()
+
+
+def _exit_with_driver(driver_pid: int) -> None:
+    """Once the driver is gone (this process is reparented), keep sending this process SIGTERM:
+    the trainer's handler stops the trial after its update with a checkpoint, and the next one,
+    once no handler is installed, ends the process (it would otherwise wait for work forever).
+    Also covers a driver that died before the parent-death signal was set, and other systems."""
+    while os.getppid() == driver_pid:
+        time.sleep(ORPHAN_CHECK_S)
+    deadline = time.monotonic() + ORPHAN_GRACE_S
+    while time.monotonic() < deadline:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _relay_stop(stop_event) -> None:
@@ -115,7 +139,8 @@ class _LocalBackend:
 
         if self.executor is None:  # first use, or the last pool broke (a worker died)
             self.executor = ProcessPoolExecutor(self.capacity, mp_context=self.context,
-                                                initializer=_init_local_worker, initargs=(self.stop_event,))
+                                                initializer=_init_local_worker,
+                                                initargs=(self.stop_event, os.getpid()))
         return self.executor.submit(_local_trial, run_dir, values, self.threads, self.track)
 
     def wait(self, handles: list, timeout: float) -> list[tuple]:

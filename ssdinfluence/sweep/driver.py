@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..rundir import saved_metrics
+from ..rundir import RunDirError, in_use, saved_metrics
 from .backends import make_backend
 from .manifest import (
     Manifest,
@@ -20,11 +20,12 @@ from .manifest import (
 from .spec import SweepSpec, Trial, expand
 
 POLL_S = 1.0
+OLD_TRIALS_WAIT_S = 120.0  # for trials of a killed driver: its workers stop them after their current update
 
 
 def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local", workers: int | None = None,
               threads_per_trial: int | None = None, ray_address: str | None = None, cpus_per_trial: int = 1,
-              gpus_per_trial: float = 0.0, on_progress=None, track: dict | None = None) -> list[dict]:
+              gpus_per_trial: float = 0.0, on_progress=None, on_wait=None, track: dict | None = None) -> list[dict]:
     """Run every trial of ``spec`` that is not finished yet; return the final manifest records.
 
     ``local``: at most ``workers`` (default: min(trials to run, cores)) trials at once in spawned
@@ -35,14 +36,19 @@ def run_sweep(sweep_dir: str | Path, spec: SweepSpec, *, backend: str = "local",
     flight (default: all, Ray queues them). ``on_progress(records)`` is called about once a
     second and whenever a trial changes state. A first SIGINT/SIGTERM stops the running trials
     after their current update (checkpointed, ``interrupted``) and starts no new ones; a second
-    SIGINT aborts at once. ValueError for a bad spec or a sweep directory holding another sweep.
-    ``track`` is passed to every trial's :func:`run_trial`.
+    SIGINT aborts at once. ValueError for a bad spec; :class:`~ssdinfluence.rundir.RunDirError`
+    for a sweep directory held by another driver, or trials still training in another process
+    (the workers of a killed driver stop theirs) after :data:`OLD_TRIALS_WAIT_S`:
+    ``on_wait(run_dirs, timeout_s)`` is called before waiting for those. ``track`` is passed to
+    every trial's :func:`run_trial`.
     """
     root = Path(sweep_dir).resolve()
     trials = expand(spec)
     root.mkdir(parents=True, exist_ok=True)
     with _driver_lock(root):
-        records = reconcile(root, plan(root, trials))
+        records = plan(root, trials)
+        _wait_for_old_trials([root / r["run_dir"] for r in records if r["status"] != "finished"], on_wait)
+        records = reconcile(root, records)
         by_id = {r["id"]: r for r in records}
         # A finished trial needs only its metrics (a study committed without its checkpoints goes
         # on in a fresh clone). Seed-major order: a sweep stopped part-way has run every grid
@@ -122,6 +128,21 @@ def _drive(runner, root: Path, todo: list[Trial], by_id: dict, manifest: Manifes
         manifest.save()
     if on_progress:
         on_progress(manifest.records)
+
+
+def _wait_for_old_trials(run_dirs: list[Path], on_wait) -> None:
+    """Return once no process trains in ``run_dirs``; RunDirError naming them after
+    :data:`OLD_TRIALS_WAIT_S`."""
+    held = [d for d in run_dirs if in_use(d)]
+    if held and on_wait:
+        on_wait(held, OLD_TRIALS_WAIT_S)
+    deadline = time.monotonic() + OLD_TRIALS_WAIT_S
+    while held:
+        if time.monotonic() > deadline:
+            raise RunDirError(f"{len(held)} trial(s) still training in another process after {OLD_TRIALS_WAIT_S:.0f} "
+                              f"s: {', '.join(map(str, held))} (each holds its .lock); stop it, then resume the sweep")
+        time.sleep(0.2)
+        held = [d for d in held if in_use(d)]
 
 
 def _driver_lock(root: Path):

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..rundir import open_metrics, saved_metrics
@@ -191,5 +191,5 @@ def mtime(path: Path) -> int | None:
 
 
 def _now(when: float | None = None) -> str:
-    moment = datetime.fromtimestamp(time.time() if when is None else when, timezone.utc)
+    moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
     return moment.isoformat(timespec="seconds")

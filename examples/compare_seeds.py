@@ -22,6 +22,8 @@ parser.add_argument("--models", default="baseline,influence")
 parser.add_argument("--seeds", type=int, default=3)
 parser.add_argument("--steps", type=float, default=2e5)
 parser.add_argument("--root", default="runs/compare")
+parser.add_argument("--num-envs", type=int, default=128, help="envs stepped together")
+parser.add_argument("--horizon", type=int, default=1000, help="episode length")
 args = parser.parse_args()
 
 root = Path(args.root)
@@ -32,6 +34,7 @@ for model in args.models.split(","):
             continue  # already trained (delete the directory to retrain)
         print(f"training {out}")
         train(build_config({"env": args.env, "model": model, "seed": seed, "steps": int(args.steps),
+                            "num_envs": args.num_envs, "env_kwargs": {"horizon": args.horizon},
                             "out": str(out), "log_trajectories": ""}))
 
 runs = find_runs([root])

@@ -2,7 +2,7 @@
 
     python examples/read_log_h5py.py runs/example-influence/trajectories.h5
 
-The layout is documented in ``ssdinfluence/trajectories.py`` (and the README). Open with
+The layout is documented in ``docs/training.md`` and ``ssdinfluence/trajectories.py``. Open with
 ``swmr=True``: that also reads a file whose trainer is still running or was killed.
 """
 

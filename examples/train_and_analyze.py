@@ -20,9 +20,12 @@ parser.add_argument("--env", default="harvest", choices=["cleanup", "harvest"])
 parser.add_argument("--model", default="influence")
 parser.add_argument("--steps", type=float, default=2e5)
 parser.add_argument("--out", default="runs/example-influence")
+parser.add_argument("--num-envs", type=int, default=128, help="envs stepped together")
+parser.add_argument("--horizon", type=int, default=1000, help="episode length")
 args = parser.parse_args()
 
 config = build_config({"env": args.env, "model": args.model, "steps": int(args.steps), "out": args.out,
+                       "num_envs": args.num_envs, "env_kwargs": {"horizon": args.horizon},
                        "log_every": 5})  # log every 5th episode of env 0 (the default logged env)
 result = train(config, on_update=lambda row: print(
     f"update {row['update']:4d}  {row['env_steps']:>9,} steps  collective return {row['collective_return']:8.1f}"))

@@ -112,5 +112,8 @@ if __name__ == "__main__":
     parser.add_argument("--agents", type=int, default=5)
     parser.add_argument("--steps", type=float, default=300_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rollout", type=int, default=128, help="steps per env between updates")
+    parser.add_argument("--horizon", type=int, default=1000, help="episode length")
     args = parser.parse_args()
-    train(args.env, args.num_envs, args.agents, int(args.steps), seed=args.seed)
+    train(args.env, args.num_envs, args.agents, int(args.steps), rollout=args.rollout, seed=args.seed,
+          horizon=args.horizon)

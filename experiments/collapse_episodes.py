@@ -1,6 +1,6 @@
 """Who fires at whom, and how many apples are left: logged episodes around a collapse.
 
-    python bench/collapse_episodes.py runs/learn-harvest-baseline-s0-5M-control --episodes 46,48,52
+    python experiments/collapse_episodes.py runs/learn-harvest-baseline-s0-5M-control --episodes 46,48,52
 
 For each logged episode of the run's trajectories.h5 it prints the env steps when it was
 logged, the collective return, per agent the FIRE actions, the fines taken (rewards of -50 or

@@ -1,6 +1,6 @@
 """How large the basic influence reward is at initialisation, and what sets its size.
 
-    python bench/influence_scale.py
+    python experiments/influence_scale.py
 
 Harvest, 5 agents, 3 influencers, the ``influence`` model's policies as initialised (seed 0)
 acting for 50 steps in 8 envs. For each policy-head scale (the init bound of the logit layer,
@@ -8,7 +8,7 @@ acting for 50 steps in 8 envs. For each policy-head scale (the init bound of the
 influencers' one-hot actions) and divergence, prints the mean |influence| per influencer per
 step, computed as the trainer does (float32) and with the divergence evaluated in float64 from
 the same counterfactual logits and the influencer's probabilities renormalised (in float32 they
-sum to 1 within ~1e-7, and the KL inherits an error of that size). Writes ``bench/results/influence_scale.json``.
+sum to 1 within ~1e-7, and the KL inherits an error of that size). Writes ``experiments/results/influence_scale.json``.
 """
 
 from __future__ import annotations

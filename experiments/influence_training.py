@@ -1,6 +1,6 @@
 """The basic influence reward along a short Harvest run, beside the extrinsic reward.
 
-    python bench/influence_training.py --steps 3e5 [--divergence pmi] [--influencee-reward]
+    python experiments/influence_training.py --steps 3e5 [--divergence pmi] [--influencee-reward]
                                        [--block-scale 10] [--head-scale 1]
 
 Trains the ``influence`` model with the paper's Harvest preset (PMI, 3 influencers, beta 0.224)
@@ -11,7 +11,7 @@ initial input weights of the influencers' one-hot actions (default init: uniform
 init bound (default 0.01). Prints, per window of updates, the size of the influence each
 influencer exerted (``|influence_agent_k|``, the update's mean influence per step, averaged over
 k < 3 and the window's updates), beta times it, and the extrinsic reward per agent-step
-(collective return / (5 agents x 1000 steps)). Writes ``bench/results/influence-training-NAME.json``
+(collective return / (5 agents x 1000 steps)). Writes ``experiments/results/influence-training-NAME.json``
 and keeps the run in ``runs/influence-training-NAME``.
 """
 

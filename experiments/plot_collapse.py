@@ -1,6 +1,6 @@
 """Learning curves of runs that differ in one trainer setting, one line per run (not per model).
 
-    python bench/plot_collapse.py -o bench/results/collapse/fix-curves.png \\
+    python experiments/plot_collapse.py -o experiments/results/collapse/fix-curves.png \\
         control=runs/learn-harvest-baseline-s0-5M-control \\
         target_kl=runs/learn-harvest-baseline-s0-5M-targetkl02
 

@@ -1,13 +1,13 @@
 """The influence reward beside the extrinsic reward along training, from influence_training.py runs.
 
-    python bench/plot_influence_reward.py                      # every influence-training-*.json
-    python bench/plot_influence_reward.py FILE.json ... -o out.png
+    python experiments/plot_influence_reward.py                      # every influence-training-*.json
+    python experiments/plot_influence_reward.py FILE.json ... -o out.png
 
-For each JSON written by ``bench/influence_training.py`` draws, against env steps and on a log
+For each JSON written by ``experiments/influence_training.py`` draws, against env steps and on a log
 scale, beta x |influence| (the influence reward an influencer gets per step) and |extrinsic
 reward per agent-step|, so the gap between the two (three to four orders of magnitude in the
 committed runs) is visible at a glance. Needs matplotlib (``pip install "ssdinfluence[viz]"``).
-Writes ``bench/results/influence-reward-vs-extrinsic.png`` by default.
+Writes ``experiments/results/influence-reward-vs-extrinsic.png`` by default.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     files = args.files or sorted(RESULTS.glob("influence-training-*.json"))
     if not files:
-        raise SystemExit(f"no influence-training-*.json in {RESULTS}: run bench/influence_training.py first")
+        raise SystemExit(f"no influence-training-*.json in {RESULTS}: run experiments/influence_training.py first")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DiskFullError", "MetricsLog", "RunDirError", "RunFiles", "atomic_write", "exclusive", "in_use", "locked",
-           "metrics_until", "remove_temp_files"]
+           "metrics_until", "pack", "packed_path", "remove_temp_files", "unpack"]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -188,6 +188,53 @@ def remove_temp_files(files: RunFiles) -> list[Path]:
         tmp.unlink()
         removed.append(tmp)
     return removed
+
+
+# ---------------------------------------------------------------------------- carrying a run
+
+
+def packed_path(path: Path) -> Path:
+    """The gzip-compressed copy of ``path`` that a repository keeps (``checkpoint.pt.gz``)."""
+    return path.with_name(path.name + ".gz")
+
+
+def pack(root, unfinished: bool) -> list[Path]:
+    """Write gzip-compressed copies of a run's files beside them, for a run kept in a repository
+    (the ``.gz`` files are committed, the plain ones are not): ``metrics.csv.gz`` always, and
+    for an ``unfinished`` run what its resume needs, ``checkpoint.pt.gz`` and, where the run
+    logs episodes, ``trajectories.h5.gz``. For a finished run those two copies are deleted: its
+    training is over. Call it while no process trains in ``root``. Returns the files written."""
+    files = RunFiles(Path(root))
+    resume_files = (files.checkpoint, files.trajectories)
+    written = []
+    for path in (files.metrics, *(resume_files if unfinished else ())):
+        if path.exists():
+            atomic_write(packed_path(path), gzip.compress(path.read_bytes(), mtime=0))
+            written.append(packed_path(path))
+    if not unfinished:
+        for path in resume_files:
+            packed_path(path).unlink(missing_ok=True)
+    return written
+
+
+def unpack(root) -> list[Path]:
+    """Restore a packed unfinished run (:func:`pack`) where its plain files are missing, as in a
+    fresh clone of the repository that keeps it: ``checkpoint.pt`` from ``checkpoint.pt.gz``,
+    with ``metrics.csv`` and ``trajectories.h5`` where they too are missing. Returns the files
+    restored (none when there is no packed checkpoint or the plain one exists)."""
+    files = RunFiles(Path(root))
+    if files.checkpoint.exists() or not packed_path(files.checkpoint).exists():
+        return []
+    restored = []
+    for path in (files.metrics, files.trajectories, files.checkpoint):  # the checkpoint last: it marks a whole set
+        if not path.exists() and packed_path(path).exists():
+            try:
+                data = gzip.decompress(packed_path(path).read_bytes())
+            except (OSError, EOFError) as error:
+                raise RunDirError(f"{packed_path(path)}: damaged ({error})") from error
+            atomic_write(path, data)
+            restored.append(path)
+    return restored
 
 
 # ---------------------------------------------------------------------------- metrics.csv

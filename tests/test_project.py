@@ -134,13 +134,15 @@ def test_the_first_view_of_every_episode_shows_the_agents():
 @pytest.mark.skipif(not (ROOT / ".git").exists() or shutil.which("git") is None, reason="needs git and a checkout")
 def test_committed_study_results_are_not_ignored_but_checkpoints_are():
     # A `runs/` pattern once silently ignored the study's runs/<trial>/metrics.csv, so a finished
-    # trial never landed. What the README says is committed must not match .gitignore.
-    trial = "bench/results/study/harvest/runs/harvest-baseline-s0"
-    paths = [f"{trial}/{name}" for name in ("metrics.csv", "metrics.csv.gz", "config.json", "checkpoint.pt",
-                                            "trajectories.h5")]
-    check = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
-    assert check.returncode in (0, 1), check.stderr
-    assert set(check.stdout.split()) == {f"{trial}/checkpoint.pt", f"{trial}/trajectories.h5"}
+    # trial never landed. What `ssdinfluence pack` writes for a repository must not match
+    # .gitignore; the plain files it packs must.
+    for trial in ("bench/results/study/harvest/runs/harvest-baseline-s0", "bench/results/learn-cleanup/search/arm"):
+        paths = [f"{trial}/{name}" for name in ("metrics.csv", "metrics.csv.gz", "config.json", "checkpoint.pt",
+                                                "checkpoint.pt.gz", "trajectories.h5")]
+        check = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
+        assert check.returncode in (0, 1), check.stderr
+        assert set(check.stdout.split()) == {f"{trial}/{name}" for name in ("metrics.csv", "checkpoint.pt",
+                                                                             "trajectories.h5")}
     run = subprocess.run(["git", "check-ignore", "--no-index", "runs/harvest-baseline-ppo-s0/metrics.csv"], cwd=ROOT,
                          capture_output=True, text=True)
     assert run.stdout.strip() == "runs/harvest-baseline-ppo-s0/metrics.csv"  # users' own runs stay out of git

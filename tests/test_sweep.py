@@ -518,3 +518,65 @@ def test_unknown_option_in_sweep_file_and_missing_ray_exit_2(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when Ray is not installed
     result = invoke("sweep", "--backend", "ray", "--dry-run")
     assert result.exit_code == 2 and 'pip install "ssdinfluence[ray]"' in result.output
+
+
+def test_a_trial_carried_in_a_repository_finishes_in_a_fresh_clone_with_no_step_repeated_or_lost(tmp_path):
+    """``pack`` the interrupted trial, copy only what a repository keeps (configs, manifest and
+    the ``.gz`` files) to a new directory, and ``sweep --resume`` there: the trial ends as an
+    uninterrupted one, its packed checkpoint is gone and its packed metrics are the whole run's."""
+    import shutil
+
+    from ssdinfluence.config import build_config
+    from ssdinfluence.train import train
+
+    spec = SweepSpec.from_dict({"base": {**TINY, "steps": 96, "checkpoint_every": 1}, "models": ["baseline"],
+                                "seeds": 1})
+    straight = tmp_path / "straight"
+    run_sweep(straight, spec, workers=1, threads_per_trial=1)
+    (trial,) = expand(spec)
+
+    stopped = tmp_path / "stopped"  # the same sweep, its trial stopped after 5 of 12 updates
+    shutil.copytree(straight, stopped, ignore=shutil.ignore_patterns("runs"))
+    manifest = json.loads((stopped / "manifest.json").read_text())
+    manifest["trials"][0].update(status="interrupted", env_steps=40)
+    (stopped / "manifest.json").write_text(json.dumps(manifest))
+    train(build_config({**trial.values, "out": str(stopped / trial.run_dir), "threads": 1}), max_updates=5)
+    result = invoke("pack", str(stopped))
+    assert result.exit_code == 0 and "unfinished, metrics.csv.gz, checkpoint.pt.gz" in result.output, result.output
+
+    clone = tmp_path / "clone"
+    kept = [p for p in stopped.rglob("*") if p.is_file() and (p.suffix in (".json", ".gz"))]
+    for path in kept:
+        (clone / path.relative_to(stopped)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, clone / path.relative_to(stopped))
+    result = invoke("sweep", "--resume", str(clone), "--workers", "1", "--threads-per-trial", "1", "--quiet")
+    assert result.exit_code == 0 and "1 finished" in result.output, result.output
+
+    timing = {"time_s", "sps", "env_s", "forward_s", "backward_s", "logging_s"}
+    def rows(path):
+        return [{k: v for k, v in r.items() if k not in timing} for r in read_rows(path)]
+
+    run_dir = clone / trial.run_dir
+    assert rows(run_dir / "metrics.csv") == rows(straight / trial.run_dir / "metrics.csv")  # updates 1..12 once
+    # updates 1..5 were carried, not trained again: their rows keep the first sitting's timings
+    assert read_rows(run_dir / "metrics.csv")[:5] == read_rows(stopped / trial.run_dir / "metrics.csv")
+    assert gzip.decompress((run_dir / "metrics.csv.gz").read_bytes()) == (run_dir / "metrics.csv").read_bytes()
+    assert not (run_dir / "checkpoint.pt.gz").exists()
+    done, expected = saved_checkpoint(run_dir), saved_checkpoint(straight / trial.run_dir)
+    assert done["env_steps"] == 96 and all(torch.equal(done["model"][k], v) for k, v in expected["model"].items())
+
+
+def test_pack_carries_at_most_one_unfinished_trial_of_a_sweep(tmp_path):
+    from ssdinfluence.config import build_config
+    from ssdinfluence.sweep.manifest import Manifest, plan
+    from ssdinfluence.train import train
+
+    spec = SweepSpec.from_dict({"base": {**TINY, "steps": 96}, "models": ["baseline"], "seeds": 2})
+    sweep_dir = tmp_path / "sweep"
+    records = [{**r, "status": "interrupted"} for r in plan(sweep_dir, expand(spec))]
+    for trial in expand(spec):  # both trials stopped part-way, each with a checkpoint
+        train(build_config({**trial.values, "out": str(sweep_dir / trial.run_dir), "threads": 1}), max_updates=2)
+    Manifest(sweep_dir, records).save()
+    result = invoke("pack", str(sweep_dir))
+    assert result.exit_code == 2 and "2 unfinished trials have checkpoints" in result.output, result.output
+    assert not list(sweep_dir.rglob("*.gz"))

@@ -1,7 +1,7 @@
 """Command line: ``ssdinfluence COMMAND``; each group of commands lives in its own module.
 
 * :mod:`.training`: ``run``, ``eval``, ``rollout``, ``info``
-* :mod:`.sweep`: ``sweep``
+* :mod:`.sweep`: ``sweep``, ``pack``
 * :mod:`.render`: ``render``
 * :mod:`.analysis`: ``analyze``, ``plot``, ``compare``, ``report``
 """
@@ -15,7 +15,7 @@ from ..rundir import DiskFullError
 from .analysis import analyze, compare, plot, report
 from .errors import FileProblem
 from .render import render
-from .sweep import sweep
+from .sweep import pack, sweep
 from .training import eval_command, info, rollout, run
 
 
@@ -37,5 +37,5 @@ def main():
     """Sequential Social Dilemmas and social influence for multi-agent RL."""
 
 
-for command in (run, eval_command, rollout, info, render, analyze, plot, compare, sweep, report):
+for command in (run, eval_command, rollout, info, render, analyze, plot, compare, sweep, pack, report):
     main.add_command(command)

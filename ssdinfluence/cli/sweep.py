@@ -217,3 +217,55 @@ def _table(records: list[dict], title: str, every_row: bool = False):
         rest = {s: sum(r["status"] == s for r in records) for s in ("finished", "pending")}
         table.caption = f"not shown: {rest['finished']} finished, {rest['pending']} pending"
     return table
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def pack(paths):
+    """Pack run or sweep directories for a repository: gzip copies (*.gz) of what a fresh clone
+    needs. Every run gets metrics.csv.gz; an unfinished one also its checkpoint (and episode
+    log), so that `run --resume` or `sweep --resume` in a fresh clone goes on from it, and a
+    finished one loses its packed checkpoint. A sweep directory may carry at most one unfinished
+    trial (keep the repository small: run the trials one at a time). Stop the training first.
+    """
+    import json
+    from pathlib import Path
+
+    from ..rundir import RunDirError, RunFiles, in_use
+    from ..rundir import pack as pack_run
+    from ..sweep import load_manifest
+    from ..sweep.manifest import checkpoint_steps
+
+    runs = []  # (run directory, unfinished)
+    for path in map(Path, paths):
+        if (path / "manifest.json").exists():
+            trials = [(path / r["run_dir"], r["status"] != "finished") for r in load_manifest(path)
+                      if (path / r["run_dir"] / "config.json").exists()]
+            carried = [str(d) for d, unfinished in trials if unfinished and RunFiles(d).checkpoint.exists()]
+            if len(carried) > 1:
+                raise FileProblem(f"{path}: {len(carried)} unfinished trials have checkpoints ({', '.join(carried)}); "
+                                  f"a repository carries at most one: finish the others first (--workers 1 runs "
+                                  f"one trial at a time)")
+            runs += trials
+        elif (path / "config.json").exists():
+            steps = json.loads((path / "config.json").read_text()).get("steps")
+            try:
+                done = checkpoint_steps(path)
+            except ValueError as error:
+                raise FileProblem(str(error)) from error
+            runs.append((path, done is not None and not (isinstance(steps, int) and done >= steps)))
+        else:
+            raise click.BadParameter(f"{path}: neither a run directory (config.json) nor a sweep (manifest.json)",
+                                     param_hint="PATHS")
+    for run_dir, unfinished in runs:
+        if in_use(run_dir):
+            raise FileProblem(f"{run_dir}: a process is training in it; stop it (Ctrl-C), then pack")
+    for run_dir, unfinished in runs:
+        try:
+            written = pack_run(run_dir, unfinished)
+        except RunDirError as error:
+            raise FileProblem(str(error)) from error
+        size = sum(p.stat().st_size for p in written)
+        click.echo(f"{run_dir}: {'unfinished, ' if unfinished else ''}{', '.join(p.name for p in written) or 'nothing'}"
+                   f" ({size / 2**20:.1f} MiB)")
+

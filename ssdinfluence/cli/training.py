@@ -182,7 +182,7 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     --config file < flags.
     """
     from ..config import build_config, load_toml, preset_values
-    from ..rundir import RunFiles
+    from ..rundir import RunDirError, RunFiles, unpack
     from ..tracking import check_installed
 
     try:
@@ -199,6 +199,10 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     try:
         if resume_dir:
             files = RunFiles(Path(resume_dir))
+            try:
+                unpack(files.root)  # a run carried in a repository (ssdinfluence pack) to this clone
+            except RunDirError as error:
+                raise FileProblem(str(error)) from error
             if not files.checkpoint.exists() or not files.config.exists():
                 raise click.BadParameter(f"{resume_dir} has no checkpoint.pt and config.json to resume",
                                          param_hint="--resume")

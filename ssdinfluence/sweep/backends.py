@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from ..config import build_config
 from .manifest import checkpoint_steps, checkpoint_steps_or_none
@@ -29,7 +30,7 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
     str | None, "duration_s": float}``; a first SIGINT/SIGTERM stops it after the current
     update with a checkpoint (the trainer's own handling), giving ``interrupted``.
     """
-    from ..rundir import locked
+    from ..rundir import locked, pack, packed_path
     from ..tracking import open_tracker
     from ..train import train
 
@@ -50,6 +51,8 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
                     if tracker:
                         tracker.close()
             outcome.update(status="interrupted" if result.stopped_early else "finished", env_steps=result.env_steps)
+            if not result.stopped_early and packed_path(Path(run_dir) / "checkpoint.pt").exists():
+                pack(run_dir, unfinished=False)  # a carried trial is done: its packed checkpoint goes
     except KeyboardInterrupt:  # a second Ctrl-C, or a stop that came before the trainer's handler
         outcome.update(status="interrupted", env_steps=checkpoint_steps_or_none(run_dir))
     except Exception:

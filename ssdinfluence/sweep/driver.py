@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..rundir import RunDirError, in_use, saved_metrics
+from ..rundir import RunDirError, in_use, saved_metrics, unpack
 from .backends import make_backend
 from .manifest import (
     Manifest,
@@ -78,6 +78,7 @@ def reconcile(root: Path, records: list[dict]) -> list[dict]:
         if r["status"] == "finished" and not saved_metrics(run_dir).exists():
             r["status"] = "pending"  # its run directory was removed: run it again
         if r["status"] != "finished":  # it goes on from its checkpoint, or from the start without one
+            unpack(run_dir)  # a trial carried in a repository (rundir.pack) to this clone
             r["env_steps"] = checkpoint_steps_or_none(run_dir) or 0
     return records
 

@@ -257,7 +257,7 @@ def pack(paths):
         else:
             raise click.BadParameter(f"{path}: neither a run directory (config.json) nor a sweep (manifest.json)",
                                      param_hint="PATHS")
-    for run_dir, unfinished in runs:
+    for run_dir, _ in runs:
         if in_use(run_dir):
             raise FileProblem(f"{run_dir}: a process is training in it; stop it (Ctrl-C), then pack")
     for run_dir, unfinished in runs:

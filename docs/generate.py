@@ -7,9 +7,9 @@
   signature and docstring; for a class, also its public methods and properties; for every
   module, its docstring first.
 * ``docs/training.md``, between the ``CONFIG_BEGIN`` and ``CONFIG_END`` markers: one table per
-  group of :class:`ssdinfluence.config.Config` fields. The groups and their prose come from the
-  class docstring, each field's name, type and default from the dataclass, its flag and one-line
-  meaning from the command line's help (``ssdinfluence run --help`` shows the same text).
+  group of :class:`ssdinfluence.config.Config` fields (``FIELD_GROUPS``). Each field's type,
+  default, accepted values and meaning come from its declaration (``option``), as its flag and
+  ``ssdinfluence run --help`` do.
 
 Nothing here needs more than the package itself: no documentation tool, no network. A test
 (``tests/test_docs.py``) runs ``--check``, so a changed docstring, signature, field or default
@@ -37,7 +37,8 @@ API = [
     ("ssdinfluence.envs", ["make", "BatchedEnv", "EnvParams", "parse_map"]),
     ("ssdinfluence.vector", ["make_vec", "AgentVectorEnv"]),
     ("ssdinfluence.pettingzoo_env", ["SSDParallelEnv", "make_parallel"]),
-    ("ssdinfluence.config", ["Config", "build_config", "load_toml"]),
+    ("ssdinfluence.config", ["Config", "build_config", "merge", "load_toml"]),
+    ("ssdinfluence.options", ["option", "Option"]),
     ("ssdinfluence.train", ["train", "TrainResult", "TrainingDiverged", "metric_columns"]),
     ("ssdinfluence.evaluate", ["evaluate", "load_policy"]),
     ("ssdinfluence.trajectories", ["TrajectoryReader", "TrajectoryWriter", "TrajectoryFileError"]),
@@ -212,31 +213,22 @@ def api_markdown() -> str:
 
 
 def config_groups() -> list[tuple[str, str, list[str]]]:
-    """``(group, prose, fields)`` from the docstring of Config: a group is a line without
-    indentation followed by indented prose; a field belongs to the first group whose prose
-    names it. ValueError if a field is named nowhere (the docstring must document every field)."""
-    from ssdinfluence.config import Config
+    """``(group, prose, fields)`` from ``FIELD_GROUPS``: a group holds the fields from the one it
+    starts at to the next group's, in dataclass order. ValueError if a group names no field or
+    the first field starts none."""
+    from ssdinfluence.config import FIELD_GROUPS, FIELDS
 
-    doc = inspect.cleandoc(Config.__doc__)
-    groups: list[tuple[str, list[str]]] = []
-    for line in doc.splitlines()[1:]:
-        if not line.strip():
-            continue
-        if not line.startswith(" "):
-            groups.append((line.strip(), []))
-        elif groups:
-            groups[-1][1].append(line.strip())
-    fields = [field.name for field in dataclasses.fields(Config)]
-    placed: dict[str, list[str]] = {title: [] for title, _ in groups}
-    for name in fields:
-        pattern = re.compile(rf"(?<![\w`.-]){re.escape(name)}(?![\w`-])")
-        for title, prose in groups:
-            if pattern.search(" ".join(prose)):
-                placed[title].append(name)
-                break
-        else:
-            raise ValueError(f"Config field {name!r} is not documented in the Config docstring")
-    return [(title, " ".join(prose), placed[title]) for title, prose in groups]
+    unknown = sorted(set(FIELD_GROUPS) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"FIELD_GROUPS starts groups at fields Config lacks: {unknown}")
+    groups: list[tuple[str, str, list[str]]] = []
+    for name in FIELDS:
+        if name in FIELD_GROUPS:
+            groups.append((*FIELD_GROUPS[name], []))
+        elif not groups:
+            raise ValueError(f"Config field {name!r} comes before the first group of FIELD_GROUPS")
+        groups[-1][2].append(name)
+    return groups
 
 
 def _default(field) -> str:
@@ -255,24 +247,30 @@ def _default(field) -> str:
     return f"`{value!r}`"
 
 
-def config_tables() -> str:
-    from ssdinfluence.cli.training import FLAG_HELP
-    from ssdinfluence.config import Config
+def _values(spec) -> str:
+    """What a field accepts beyond its type: its choices or its range."""
+    if spec.choices:
+        return ", ".join(f"`{choice}`" for choice in spec.choices)
+    if spec.range_text():
+        return f"`{spec.range_text()}`"
+    return ""
 
-    fields = {field.name: field for field in dataclasses.fields(Config)}
-    types = {"int": "int", "float": "float", "str": "str", "bool": "bool", "dict": "table"}
+
+def config_tables() -> str:
+    from ssdinfluence.config import FIELDS, OPTIONS
+
+    types = {int: "int", float: "float", str: "str", bool: "bool", dict: "table"}
     out = [CONFIG_BEGIN]
     for title, prose, names in config_groups():
-        out += ["", f"**{_inline(title)}.** {_inline(prose)}", "",
-                "| field | flag | type | default | meaning |", "|---|---|---|---|---|"]
+        heading = f"**{_inline(title)}.**" + (f" {_inline(prose)}" if prose else "")
+        out += ["", heading, "", "| field | flag | type | default | values | meaning |", "|---|---|---|---|---|---|"]
         for name in names:
-            field = fields[name]
+            spec = OPTIONS[name]
             flag = "--" + name.replace("_", "-")
-            if field.type == "bool":
+            if spec.kind is bool:
                 flag = f"{flag} / --no-{flag[2:]}"
-            meaning = FLAG_HELP.get(name, "").replace("|", "\\|")
-            out.append(f"| `{name}` | `{flag}` | {types.get(str(field.type), field.type)} | {_default(field)} | "
-                       f"{_inline(meaning)} |")
+            meaning = _inline(spec.help).replace("|", "\\|")
+            out.append(f"| `{name}` | `{flag}` | {types[spec.kind]} | {_default(FIELDS[name])} | {_values(spec)} | {meaning} |")
     out += ["", CONFIG_END]
     return "\n".join(out)
 

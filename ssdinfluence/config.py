@@ -1,19 +1,19 @@
-"""Training configuration: one dataclass, the paper's presets, TOML loading and validation.
+"""Training configuration: one dataclass, the paper's presets, TOML loading, merging and validation.
 
-Precedence when the CLI resolves a run: dataclass defaults < ``--preset`` < ``--config`` file
-< flags given on the command line. The resolved configuration is saved as ``config.json`` in
-the run directory.
+Precedence when a run's values are merged (:func:`merge`, for ``ssdinfluence run`` and for each
+trial of a sweep): dataclass defaults < preset < configuration file < flags. The resolved
+configuration is saved as ``config.json`` in the run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, MODELS, REWARD_TRANSFORMS
+from .options import option, option_of
 from .rundir import atomic_write
 from .threads import host_memory
 
@@ -23,107 +23,124 @@ DEVICES = ("auto", "cpu", "cuda")
 RESUMABLE = frozenset({"steps", "device", "threads"})
 
 
+# Loss weights: the paper's largest is 15; beyond 1e4 a loss overflows float32 at once.
+COEFFICIENT_LIMIT = 1e4
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (TOML's and JSON's safe integers; torch takes seed + 1)
+
+
+def _weight(default: float, help: str):
+    """A loss or reward weight: >= 0, and at most COEFFICIENT_LIMIT."""
+    return option(default, help, low=0, limit=COEFFICIENT_LIMIT)
+
+
 @dataclass
 class Config:
     """Everything a training run needs. Defaults are tuned for throughput on a small machine.
 
-    Experiment
-        env, agents, model (``baseline``: the paper's A3C/PPO baseline; ``visible``: the LSTM also
-        sees the one-hot previous actions of the other agents), algo (``ppo`` or ``a2c``),
-        steps (total env steps, summed over envs), num_envs, seed, device, out (run directory).
-    Rollout
-        rollout_length: steps per env between updates; bptt_length: truncated-BPTT chunk length
-        (the LSTM state is stored at chunk starts and reset at episode starts); double_buffer:
-        step the batch in two halves, the env stepping one on the CPU while the GPU evaluates
-        the policy on the other (for large batches on CUDA; even num_envs).
-    Optimisation (Adam)
-        lr annealed linearly to lr_end over lr_anneal_steps env steps (0: over the whole run),
-        gamma, gae_lambda, entropy_coef, value_coef, max_grad_norm (each agent's gradient is
-        clipped to this global norm), normalise_advantages, value_huber_delta (> 0: Huber's
-        value loss, linear for errors beyond it; 0: squared error).
-    PPO
-        ppo_epochs, ppo_minibatches (split over env sequences), ppo_clip, target_kl (> 0: an
-        update stops its remaining minibatches once one's approx_kl exceeds 1.5 x target_kl;
-        0: never).
-    Reward transform (any model)
-        reward_transform: none | collective | prosocial | inequity, prosocial_eta,
-        inequity_alpha, inequity_beta, inequity_lambda.
-    Logging
-        log_trajectories: comma-separated env indices whose episodes go to trajectories.h5
-        ("" for none); log_every: log every k-th episode of those envs; log_observations:
-        also store the 15x15 views (large); checkpoint_every: updates between checkpoints.
-    Env
-        env_kwargs: keyword arguments for ``ssdinfluence.make`` (``horizon``, ``map``, rule
-        parameters); threads: Numba and torch threads (0: all cores; on <= 2 cores torch one thread in the rollout).
-    Influence (model ``influence``)
-        influencers: agents 0..m-1 act first and are rewarded for their influence;
-        influencee_reward: influencees also get the influence they felt; divergence: kl | jsd |
-        pmi; each agent trains on extrinsic_weight * e + beta * c with c clipped to
-        influence_clip (0: no clip) and beta = influence_weight ramped up linearly over
-        influence_ramp_steps env steps (influence_schedule ``reference``: times the reference's
-        piecewise multipliers).
-    Model of other agents (``moa``, ``moa-baseline`` = the same with beta 0)
-        moa_loss_weight: weight of the MOA's cross-entropy; moa_visible_only: train it only on
-        the agents in view (the paper's best influence models; its MOA baseline trains always).
-    Communication (``comm``, ``comm-baseline`` = the same with beta 0)
-        vocabulary: number of discrete messages; comm_entropy_coef, comm_loss_weight: the
-        message head's entropy bonus and loss weight. Messages enter the LSTM as one-hots (the
-        paper's message embedding is a linear map before a linear gate layer: no extra power).
+    Each field is declared once, with :func:`~ssdinfluence.options.option`: its type, default,
+    help, choices and bounds. The flags of ``ssdinfluence run`` and their ``--help``, the checks
+    of :func:`build_config` and the field tables of docs/training.md are derived from that
+    declaration; :data:`FIELD_GROUPS` groups the fields for the tables. Build a Config with
+    :func:`build_config` (validated), from values layered by :func:`merge`.
     """
 
-    env: str = "cleanup"
-    agents: int = 5
-    model: str = "baseline"
-    algo: str = "ppo"
-    steps: int = 5_000_000
+    env: str = option("cleanup", choices=ENV_NAMES, help="Game the agents play.")
+    agents: int = option(5, low=1, help="Agents per env, each with its own policy.")
+    model: str = option("baseline", choices=MODELS, help=(
+        "baseline (the paper's A3C/PPO baseline), visible (its LSTM also sees the one-hot previous actions "
+        "of the other agents), influence (basic social influence), moa (influence through a model of other "
+        "agents), moa-baseline (the MOA as an auxiliary task), comm (influential communication) or "
+        "comm-baseline (messages trained on the env reward)."))
+    algo: str = option("ppo", choices=ALGOS, help=(
+        "ppo (clipped PPO epochs over minibatches) or a2c (one gradient step per rollout)."))
+    steps: int = option(5_000_000, low=1, steps=True, help=(
+        "Total env steps of the run, summed over all envs, e.g. 5e6."))
     # 128 envs x 32 steps: the same 4,096 env steps and minibatches per update as 32 x 128, with
     # the rollout's per-step cost spread over 4x the envs (bench/learn.py: it learns no worse;
     # docs/performance.md, "Learning checks")
-    num_envs: int = 128
-    seed: int = 0
-    device: str = "auto"
-    out: str = ""
-    rollout_length: int = 32
-    bptt_length: int = 32
-    double_buffer: bool = False
-    lr: float = 0.00126
-    lr_end: float = 0.000012
-    lr_anneal_steps: int = 0
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    entropy_coef: float = 0.00176
-    value_coef: float = 0.5
-    max_grad_norm: float = 40.0
-    normalise_advantages: bool = True
-    value_huber_delta: float = 0.0
-    ppo_epochs: int = 1
-    ppo_minibatches: int = 4
-    ppo_clip: float = 0.2
-    target_kl: float = 0.0
-    reward_transform: str = "none"
-    prosocial_eta: float = 0.85
-    inequity_alpha: float = 5.0
-    inequity_beta: float = 0.05
-    inequity_lambda: float = 0.975
-    log_trajectories: str = "0"
-    log_every: int = 10
-    log_observations: bool = False
-    checkpoint_every: int = 50
-    threads: int = 0
-    env_kwargs: dict = field(default_factory=dict)
-    influencers: int = 1
-    influencee_reward: bool = False
-    divergence: str = "kl"
-    influence_weight: float = 0.146
-    extrinsic_weight: float = 1.0
-    influence_clip: float = 10.0
-    influence_ramp_steps: int = 0
-    influence_schedule: str = "linear"
-    moa_loss_weight: float = 1.0
-    moa_visible_only: bool = True
-    vocabulary: int = 9
-    comm_entropy_coef: float = 0.000789
-    comm_loss_weight: float = 0.0758
+    num_envs: int = option(128, low=1, help="Envs stepped together as one batch.")
+    seed: int = option(0, low=0, high=SEED_LIMIT - 1, help=(
+        "Seed of the envs, the initial weights and the action sampling."))
+    device: str = option("auto", choices=DEVICES, help=(
+        "Where the networks train: auto picks CUDA when available."))
+    out: str = option("", directory=True, help=(
+        "Run directory: config.json, checkpoint, metrics and episode logs (empty: "
+        "runs/ENV-MODEL-ALGO-sSEED)."))
+    rollout_length: int = option(32, low=1, help="Env steps per env between updates.")
+    bptt_length: int = option(32, low=1, help=(
+        "Truncated-BPTT chunk length in steps: the LSTM state is stored at chunk starts and reset at episode "
+        "starts."))
+    double_buffer: bool = option(False, help=(
+        "Step the batch in two halves, the envs stepping one on the CPU while the GPU evaluates the policy "
+        "on the other (large batches on CUDA; needs an even num_envs)."))
+    lr: float = option(0.00126, low=0, low_open=True, high=1, help=(
+        "Initial learning rate of Adam, annealed linearly to lr_end."))
+    lr_end: float = option(0.000012, low=0, high=1, help=(
+        "Final learning rate, reached after lr_anneal_steps env steps."))
+    lr_anneal_steps: int = option(0, low=0, steps=True, help=(
+        "Env steps over which lr anneals to lr_end (0: the whole run)."))
+    gamma: float = option(0.99, low=0, high=1, help="Discount factor.")
+    gae_lambda: float = option(0.95, low=0, high=1, help="Lambda of generalised advantage estimation.")
+    entropy_coef: float = _weight(0.00176, "Weight of the policy's entropy bonus in the loss.")
+    value_coef: float = _weight(0.5, "Weight of the value loss.")
+    max_grad_norm: float = option(40.0, low=0, low_open=True, help=(
+        "Each agent's gradient is clipped to this global norm."))
+    normalise_advantages: bool = option(True, help=(
+        "Normalise the advantages to zero mean and unit std, per agent and minibatch."))
+    value_huber_delta: float = option(0.0, low=0, help=(
+        "Huber value loss, linear for errors beyond this (0: squared error)."))
+    ppo_epochs: int = option(1, low=1, help="PPO passes over each rollout.")
+    ppo_minibatches: int = option(4, low=1, help=(
+        "PPO minibatches per pass, split over the BPTT sequences (num_envs x rollout_length / bptt_length of "
+        "them, which it must divide)."))
+    ppo_clip: float = option(0.2, low=0, low_open=True, help="PPO's clipping range of the probability ratio.")
+    target_kl: float = option(0.0, low=0, help=(
+        "An update stops its remaining minibatches once one's approx_kl exceeds 1.5 x this (0: never)."))
+    reward_transform: str = option("none", choices=REWARD_TRANSFORMS, help=(
+        "Reward each agent trains on: none (its own), collective (the sum of everyone's), prosocial or "
+        "inequity (inequity aversion)."))
+    prosocial_eta: float = option(0.85, low=0, high=1, help=(
+        "prosocial: weight of the others' rewards (0: selfish, 1: collective)."))
+    inequity_alpha: float = option(5.0, low=0, help=(
+        "inequity: weight of disadvantageous inequity (others earn more)."))
+    inequity_beta: float = option(0.05, low=0, help=(
+        "inequity: weight of advantageous inequity (the agent earns more)."))
+    inequity_lambda: float = option(0.975, low=0, high=1, help=(
+        "inequity: smoothing of the rewards compared (each step they decay by gamma x this)."))
+    log_trajectories: str = option("0", help=(
+        "Comma-separated env indices whose episodes go to trajectories.h5, e.g. 0,1 (empty: none)."))
+    log_every: int = option(10, low=1, help="Log every k-th episode of those envs.")
+    log_observations: bool = option(False, help=(
+        "Also store the agents' 15x15 views in trajectories.h5 (large)."))
+    checkpoint_every: int = option(50, low=1, help="Updates between checkpoints.")
+    threads: int = option(0, low=0, help=(
+        "CPU threads for the env kernels and torch (0: all cores; on 2 cores or fewer torch takes one thread "
+        "in the rollout)."))
+    env_kwargs: dict = option({}, help=(
+        "Env parameters for ssdinfluence.make (horizon, map, rule parameters); as a flag KEY=VALUE, "
+        "repeatable, e.g. horizon=100 or waste_spawn_mode=\"single\"."))
+    influencers: int = option(1, low=1, help=(
+        "influence: agents 0..m-1 act first and are rewarded for their influence (at most agents - 1)."))
+    influencee_reward: bool = option(False, help="influence: influencees also get the influence they felt.")
+    divergence: str = option("kl", choices=DIVERGENCES, help=(
+        "How influence compares the influencee's action distribution given the influencer's actual action "
+        "with its marginal: kl, jsd (Jensen-Shannon) or pmi (pointwise mutual information of the action "
+        "taken)."))
+    influence_weight: float = _weight(0.146, "beta, the influence reward's weight once ramped up.")
+    extrinsic_weight: float = _weight(1.0, "alpha, the env reward's weight.")
+    influence_clip: float = option(10.0, low=0, help="Clip the influence reward to [-this, this] (0: no clip).")
+    influence_ramp_steps: int = option(0, low=0, steps=True, help=(
+        "Env steps over which beta ramps up linearly from 0 (0: no ramp)."))
+    influence_schedule: str = option("linear", choices=INFLUENCE_SCHEDULES, help=(
+        "linear: the ramp alone; reference: the ramp times the reference implementation's piecewise "
+        "multipliers."))
+    moa_loss_weight: float = _weight(1.0, "moa: weight of the MOA's cross-entropy loss.")
+    moa_visible_only: bool = option(True, help=(
+        "moa: train the MOA only on the agents in view (the paper's best influence models; its MOA baseline "
+        "trains on all)."))
+    vocabulary: int = option(9, low=2, help="comm: number of discrete messages.")
+    comm_entropy_coef: float = _weight(0.000789, "comm: entropy bonus weight of the message head.")
+    comm_loss_weight: float = _weight(0.0758, "comm: loss weight of the message head.")
 
     @property
     def steps_per_update(self) -> int:
@@ -180,6 +197,31 @@ PAPER_PRESETS = {
 }
 PRESETS = ("paper",)
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+OPTIONS = {name: option_of(f) for name, f in FIELDS.items()}
+# The groups of fields in docs/training.md's tables, keyed by the field each starts at (fields
+# keep their dataclass order): (title, what the group's fields share beyond their own help).
+FIELD_GROUPS = {
+    "env": ("Experiment", ""),
+    "rollout_length": ("Rollout", "An update trains on num_envs x rollout_length env steps, cut into sequences of "
+                                  "bptt_length steps."),
+    "lr": ("Optimisation (Adam)", ""),
+    "ppo_epochs": ("PPO", ""),
+    "reward_transform": ("Reward transform (any model)", "The transformed reward is what an influence model adds "
+                                                         "its influence reward to."),
+    "log_trajectories": ("Logging", ""),
+    "threads": ("Env and threads", ""),
+    "influencers": ("Influence (model ``influence``)",
+                    "Each agent trains on extrinsic_weight x e + beta x c, with e the env reward, c the influence "
+                    "reward clipped to influence_clip and beta = influence_weight ramped up over "
+                    "influence_ramp_steps env steps (influence_schedule ``reference``: times the reference's "
+                    "piecewise multipliers). The MOA and communication models use these fields too, influencers and "
+                    "influencee_reward aside."),
+    "moa_loss_weight": ("Model of other agents (``moa``, ``moa-baseline``)",
+                        "``moa-baseline`` is ``moa`` with beta 0: the MOA is an auxiliary task."),
+    "vocabulary": ("Communication (``comm``, ``comm-baseline``)",
+                   "``comm-baseline`` is ``comm`` with beta 0. Messages enter the LSTM as one-hots (the paper's "
+                   "message embedding is a linear map before a linear gate layer: no extra power)."),
+}
 
 
 def preset_values(name: str, env: str, model: str) -> dict:
@@ -210,34 +252,40 @@ def load_toml(path: str | Path) -> dict:
     return values
 
 
+def merge(*layers: dict, preset: str | None = None) -> dict:
+    """The field values of a run: each of ``layers`` (dicts of Config fields) over the ones before
+    it, all over ``preset``'s values for the run's env and model (the dataclass defaults under
+    everything). ``env_kwargs`` tables merge entry by entry; a whole-number float for an integer
+    field becomes an int (TOML writes ``steps = 3e7`` as a float). Nothing is validated here:
+    :func:`build_config` names a bad value, an unknown field, env or model."""
+    values: dict = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in OPTIONS:
+                value = OPTIONS[key].normalise(value)
+            if key == "env_kwargs" and isinstance(value, dict) and isinstance(values.get(key), dict):
+                value = {**values[key], **value}
+            values[key] = value
+    if preset is None:
+        return values
+    try:
+        below = preset_values(preset, values.get("env", Config.env), values.get("model", Config.model))
+    except (KeyError, TypeError):  # no such env or model (or not even a string): build_config names it
+        return values
+    return {**below, **values}
+
+
 def build_config(values: dict) -> Config:
     """A validated Config from a dict of field values; ValueError naming the first bad field."""
     config = Config()
     for key, value in values.items():
-        if key not in FIELDS:
+        if key not in OPTIONS:
             raise ValueError(f"unknown option {key!r}")
-        default = getattr(config, key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{key} must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{key} must be a number, got {value!r}")
-            value = float(value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise ValueError(f"{key} must be a string, got {value!r}")
-        elif isinstance(default, dict) and not isinstance(value, dict):
-            raise ValueError(f"{key} must be a table, got {value!r}")
-        setattr(config, key, value)
+        setattr(config, key, OPTIONS[key].convert(key, value))
     validate(config)
     return config
 
 
-COEFFICIENT_LIMIT = 1e4  # loss weights: the paper's largest is 15
-SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (TOML's and JSON's safe integers; torch takes seed + 1)
 # Bytes per agent-step the rollout buffers hold ([T, B, N]: the uint8 views, actions, previous
 # actions, log-probabilities, values, rewards, visibility), times 2 for the update's sequence copy.
 _VIEW_BYTES = 15 * 15 * 3
@@ -265,18 +313,9 @@ def validate(c: Config) -> None:
         if not ok:
             raise ValueError(message)
 
-    for f in dataclasses.fields(c):  # every float finite (nan and inf pass comparisons like >= 0)
-        value = getattr(c, f.name)
-        if isinstance(value, float):
-            need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
-
-    need(c.env in ENV_NAMES, f"unknown env {c.env!r}; available: {', '.join(ENV_NAMES)}")
-    need(c.model in MODELS, f"unknown model {c.model!r}; available: {', '.join(MODELS)}")
-    need(c.algo in ALGOS, f"unknown algo {c.algo!r}; available: {', '.join(ALGOS)}")
-    need(c.device in DEVICES, f"unknown device {c.device!r}; use one of {', '.join(DEVICES)}")
-    for name in ("agents", "steps", "num_envs", "rollout_length", "bptt_length", "ppo_epochs",
-                 "ppo_minibatches", "log_every", "checkpoint_every"):
-        need(getattr(c, name) >= 1, f"{name} must be >= 1, got {getattr(c, name)}")
+    for name, spec in OPTIONS.items():  # type, finite, choices and bounds, as each field declares them
+        spec.check(name, getattr(c, name))
+    # What no single field can say:
     need(c.rollout_length % c.bptt_length == 0,
          f"rollout_length ({c.rollout_length}) must be a multiple of bptt_length ({c.bptt_length})")
     need(not c.double_buffer or c.num_envs % 2 == 0,
@@ -287,32 +326,10 @@ def validate(c: Config) -> None:
          f"ppo_minibatches ({c.ppo_minibatches}) must divide the {sequences} BPTT sequences per update "
          f"(num_envs x rollout_length / bptt_length): set ppo_minibatches to {fits} (--ppo-minibatches {fits}), "
          f"or more envs")
-    need(0 <= c.seed < SEED_LIMIT, f"seed must be in 0..2**63 - 1, got {c.seed}")
-    need(0 < c.lr <= 1 and 0 <= c.lr_end <= 1, f"lr must be in (0, 1] and lr_end in [0, 1], got {c.lr} and {c.lr_end}")
-    for name in ("entropy_coef", "value_coef", "comm_entropy_coef", "comm_loss_weight", "moa_loss_weight",
-                 "influence_weight", "extrinsic_weight"):  # beyond this, a loss overflows float32 at once
-        need(getattr(c, name) <= COEFFICIENT_LIMIT, f"{name} must be <= {COEFFICIENT_LIMIT:g}, got {getattr(c, name)}")
-    for name in ("entropy_coef", "value_coef", "value_huber_delta", "target_kl", "comm_entropy_coef",
-                 "comm_loss_weight", "moa_loss_weight", "prosocial_eta", "inequity_alpha", "inequity_beta", "inequity_lambda"):
-        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
-    need(c.max_grad_norm > 0 and c.ppo_clip > 0,
-         f"max_grad_norm and ppo_clip must be > 0, got {c.max_grad_norm} and {c.ppo_clip}")
-    for name in ("lr_anneal_steps", "influence_ramp_steps"):
-        need(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
-    need(0 <= c.gamma <= 1 and 0 <= c.gae_lambda <= 1, "gamma and gae_lambda must be in [0, 1]")
-    need(c.threads >= 0, f"threads must be >= 0, got {c.threads}")
-    need(c.divergence in DIVERGENCES, f"unknown divergence {c.divergence!r}; choose from {', '.join(DIVERGENCES)}")
-    need(c.influence_schedule in INFLUENCE_SCHEDULES,
-         f"unknown influence_schedule {c.influence_schedule!r}; choose from {', '.join(INFLUENCE_SCHEDULES)}")
     need(c.model != "influence" or 1 <= c.influencers < c.agents,
          f"influencers must be between 1 and agents - 1 ({c.agents - 1}), got {c.influencers}")
     need(not (c.model in ("moa", "moa-baseline") and c.divergence == "pmi"),
          "the MOA models need divergence kl or jsd (pmi needs the influencee's next action)")
-    need(c.vocabulary >= 2, f"vocabulary must be >= 2, got {c.vocabulary}")
-    need(c.influence_weight >= 0 and c.extrinsic_weight >= 0 and c.influence_clip >= 0,
-         "influence_weight, extrinsic_weight and influence_clip must be >= 0")
-    need(c.reward_transform in REWARD_TRANSFORMS,
-         f"unknown reward_transform {c.reward_transform!r}; available: {', '.join(REWARD_TRANSFORMS)}")
     from .envs import make  # here, not at the top: the command line reads Config without loading the kernels
 
     make(c.env, num_envs=1, num_agents=c.agents, **c.env_kwargs)  # agents vs map, env_kwargs: ValueError

@@ -317,7 +317,7 @@ def test_set_state_refuses_non_finite_returns():
     ({"lr": math.inf}, "lr must be a finite number"),
     ({"entropy_coef": math.nan}, "entropy_coef must be a finite number"),
     ({"entropy_coef": -0.1}, "entropy_coef must be >= 0"),
-    ({"max_grad_norm": 0.0}, "max_grad_norm and ppo_clip must be > 0"),
+    ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0"),
     ({"seed": 2**63}, "seed must be in 0..2**63 - 1"),
     ({"seed": 1.5}, "seed must be an integer, got 1.5"),
     ({"env_kwargs": {"horizon": "x"}}, "horizon must be an integer"),

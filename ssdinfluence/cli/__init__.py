@@ -4,6 +4,8 @@
 * :mod:`.sweep`: ``sweep``, ``pack``
 * :mod:`.render`: ``render``
 * :mod:`.analysis`: ``analyze``, ``plot``, ``compare``, ``report``
+
+:mod:`.flags` makes the flags of ``run`` from the fields of :class:`~ssdinfluence.config.Config`.
 """
 
 from __future__ import annotations

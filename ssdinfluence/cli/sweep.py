@@ -7,7 +7,8 @@ import click
 from ..config import MODELS, PRESETS
 from ..names import ENV_NAMES
 from .errors import FileProblem
-from .training import TRACK, WANDB_PROJECT, StepCount, parse_setting
+from .flags import StepCount, parse_setting
+from .training import TRACK, WANDB_PROJECT
 
 
 @click.command()

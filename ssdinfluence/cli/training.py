@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -11,151 +10,11 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..config import ALGOS, DEVICES, MODELS, PRESETS, RESUMABLE, Config
-from ..names import DIVERGENCES, ENV_NAMES, INFLUENCE_SCHEDULES, REWARD_TRANSFORMS
+from ..config import DEVICES, PRESETS, RESUMABLE
+from ..names import ENV_NAMES
 from ..tracking import TRACKERS
 from .errors import DiskFull, FileProblem
-
-
-class StepCount(click.ParamType):
-    """A whole number of steps (at least ``minimum``) that may be written as 5e6 or 5_000_000."""
-
-    name = "steps"
-
-    def __init__(self, minimum: int = 1):
-        self.minimum = minimum
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(str(value).replace("_", ""))
-        except ValueError:
-            self.fail(f"{value!r} is not a number of steps (e.g. 5000000 or 5e6)", param, ctx)
-        if not math.isfinite(number) or number < self.minimum or number != int(number):
-            self.fail(f"{value!r} must be a whole number of steps >= {self.minimum}", param, ctx)
-        return int(number)
-
-
-# Help text of the flag of each Config field. The flags themselves are generated from the
-# dataclass (config_flags), so a new field gets a flag without anyone adding it here.
-FLAG_HELP = {
-    "env": "Game.",
-    "agents": "Agents per env.",
-    "model": "baseline, visible (sees others' previous actions), influence (basic social influence), "
-             "moa (influence through a model of other agents), moa-baseline (the MOA as an auxiliary task), "
-             "comm (influential communication) or comm-baseline (messages trained on the env reward).",
-    "algo": "ppo or a2c.",
-    "steps": "Total env steps (all envs together), e.g. 5e6.",
-    "num_envs": "Envs stepped together.",
-    "seed": "Seed of env, weights and sampling.",
-    "device": "auto picks CUDA when available.",
-    "out": "Run directory (default: runs/ENV-MODEL-ALGO-sSEED).",
-    "rollout_length": "Steps per env between updates.",
-    "bptt_length": "Truncated BPTT chunk length.",
-    "double_buffer": "Step the envs in two halves, one on the CPU while the GPU acts on the other (large batches on CUDA).",
-    "lr": "Initial learning rate.",
-    "lr_end": "Final learning rate (linear annealing).",
-    "lr_anneal_steps": "Env steps over which lr anneals to lr_end (0: the whole run).",
-    "gamma": "Discount factor.",
-    "gae_lambda": "GAE lambda.",
-    "entropy_coef": "Entropy bonus weight.",
-    "value_coef": "Value loss weight.",
-    "max_grad_norm": "Clip each agent's gradient to this global norm.",
-    "normalise_advantages": "Normalise advantages per agent.",
-    "value_huber_delta": "Huber value loss beyond this error (0: squared error).",
-    "ppo_epochs": "PPO passes over each rollout.",
-    "ppo_minibatches": "PPO minibatches (of BPTT sequences) per pass.",
-    "ppo_clip": "PPO clipping range.",
-    "target_kl": "Stop an update's minibatches once approx_kl > 1.5 x this (0: never).",
-    "reward_transform": "Reward each agent trains on.",
-    "prosocial_eta": "prosocial: weight of the others' rewards.",
-    "inequity_alpha": "inequity: weight of disadvantageous inequity.",
-    "inequity_beta": "inequity: weight of advantageous inequity.",
-    "inequity_lambda": "inequity: smoothing of the rewards compared.",
-    "log_trajectories": "Env indices whose episodes go to trajectories.h5, e.g. 0,1 ('' for none).",
-    "log_every": "Log every k-th episode of those envs.",
-    "log_observations": "Also store the 15x15 views.",
-    "checkpoint_every": "Updates between checkpoints.",
-    "threads": "CPU threads for envs and torch (0: all).",
-    "env_kwargs": "Env parameter for ssdinfluence.make (repeatable), e.g. horizon=100 or waste_spawn_mode=\"single\".",
-    "influencers": "influence: agents 0..m-1 act first and are rewarded.",
-    "influencee_reward": "influence: influencees also get the influence they felt.",
-    "divergence": "Influence divergence.",
-    "influence_weight": "beta, the influence reward's weight.",
-    "extrinsic_weight": "alpha, the env reward's weight.",
-    "influence_clip": "Clip the influence reward (0: off).",
-    "influence_ramp_steps": "Curriculum: beta ramps up over this many env steps.",
-    "influence_schedule": "reference: the reference's piecewise multipliers on top of the ramp.",
-    "moa_loss_weight": "moa: weight of the MOA cross-entropy.",
-    "moa_visible_only": "moa: train the MOA only on the agents in view.",
-    "vocabulary": "comm: number of discrete messages.",
-    "comm_entropy_coef": "comm: entropy bonus of the message head.",
-    "comm_loss_weight": "comm: loss weight of the message head.",
-}
-POSITIVE, NON_NEGATIVE = click.IntRange(1), click.IntRange(0)
-UNIT = click.FloatRange(0, 1)
-WEIGHT = click.FloatRange(min=0)
-# Value checks sharper than the field's type; the rest take int, float or str from the default.
-FLAG_TYPES = {
-    "env": click.Choice(ENV_NAMES), "agents": POSITIVE, "model": click.Choice(MODELS),
-    "algo": click.Choice(ALGOS), "steps": StepCount(), "num_envs": POSITIVE, "seed": NON_NEGATIVE,
-    "device": click.Choice(DEVICES), "out": click.Path(file_okay=False), "rollout_length": POSITIVE,
-    "bptt_length": POSITIVE, "lr": click.FloatRange(min=0, min_open=True), "lr_end": WEIGHT,
-    "lr_anneal_steps": StepCount(minimum=0), "gamma": UNIT, "gae_lambda": UNIT, "entropy_coef": WEIGHT,
-    "value_coef": WEIGHT, "max_grad_norm": click.FloatRange(min=0, min_open=True), "ppo_epochs": POSITIVE,
-    "ppo_minibatches": POSITIVE, "ppo_clip": click.FloatRange(min=0, min_open=True),
-    "value_huber_delta": WEIGHT, "target_kl": WEIGHT,
-    "reward_transform": click.Choice(REWARD_TRANSFORMS), "prosocial_eta": UNIT, "inequity_alpha": WEIGHT,
-    "inequity_beta": WEIGHT, "inequity_lambda": UNIT, "log_every": POSITIVE, "checkpoint_every": POSITIVE,
-    "threads": NON_NEGATIVE, "influencers": POSITIVE, "divergence": click.Choice(DIVERGENCES),
-    "influence_weight": WEIGHT, "extrinsic_weight": WEIGHT, "influence_clip": WEIGHT,
-    "influence_ramp_steps": StepCount(minimum=0), "influence_schedule": click.Choice(INFLUENCE_SCHEDULES),
-    "moa_loss_weight": WEIGHT, "vocabulary": click.IntRange(2), "comm_entropy_coef": WEIGHT,
-    "comm_loss_weight": WEIGHT,
-}
-
-
-def parse_setting(setting: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as TOML (numbers, true/false, "strings"), else a bare string."""
-    import tomllib
-
-    key, sep, text = setting.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"{setting!r} is not KEY=VALUE")
-    try:
-        value = tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = text
-    return key.strip(), value
-
-
-def _env_kwargs(ctx, param, settings):
-    return dict(parse_setting(setting) for setting in settings) if settings else None
-
-
-def config_flags(command):
-    """Decorator: one flag per :class:`~ssdinfluence.config.Config` field (``--num-envs`` for
-    ``num_envs``, ``--x/--no-x`` for booleans, ``--env-kwargs KEY=VALUE`` for the env table).
-    Every flag defaults to None, meaning "not given", so presets and config files apply."""
-    defaults = Config()
-    for field in reversed(dataclasses.fields(Config)):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = FLAG_HELP.get(field.name, field.name.replace("_", " ") + ".")
-        if isinstance(default, bool):
-            option = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None,
-                                  help=f"{help_text}  [default: {'on' if default else 'off'}]")
-        elif isinstance(default, dict):
-            option = click.option(flag, field.name, multiple=True, metavar="KEY=VALUE", callback=_env_kwargs,
-                                  help=help_text)
-        else:
-            shown = f"  [default: {default}]" if default != "" else ""
-            option = click.option(flag, field.name, type=FLAG_TYPES.get(field.name, type(default)), default=None,
-                                  help=help_text + shown)
-        command = option(command)
-    return command
-
+from .flags import config_flags
 
 TRACK = click.option("--track", type=click.Choice(TRACKERS), default="none", show_default=True,
                      help='Also send each update\'s metrics to TensorBoard (RUN_DIR/tensorboard; pip install '
@@ -181,7 +40,7 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
     Every field of ssdinfluence.config.Config has a flag; precedence: defaults < --preset <
     --config file < flags.
     """
-    from ..config import build_config, load_toml, preset_values
+    from ..config import build_config, load_toml, merge
     from ..rundir import RunDirError, RunFiles, unpack
     from ..tracking import check_installed
 
@@ -217,13 +76,7 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
                     raise  # the new value is at fault, not the file
                 raise FileProblem(f"{files.config}: not a usable run configuration ({error})") from error
         else:
-            # precedence: defaults < preset < config file < command-line flags
-            from_file = load_toml(config_file) if config_file else {}
-            chosen = {**from_file, **values}
-            merged = preset_values(preset, chosen.get("env", "cleanup"), chosen.get("model", "baseline")) if preset else {}
-            merged.update(chosen)
-            merged["env_kwargs"] = {**from_file.get("env_kwargs", {}), **values.get("env_kwargs", {})}
-            config = build_config(merged)
+            config = build_config(merge(load_toml(config_file) if config_file else {}, values, preset=preset))
             if not config.out:
                 config.out = f"runs/{config.env}-{config.model}-{config.algo}-s{config.seed}"
             if RunFiles(Path(config.out)).checkpoint.exists():

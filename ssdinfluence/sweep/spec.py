@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import FIELDS, Config, build_config, preset_values
+from ..config import FIELDS, Config, build_config, merge
 
 # Fields a spec may not set: the sweep owns run directories and seeds, the backend owns threads.
 RESERVED = {"out": "the sweep sets each trial's run directory", "seed": "use the seeds axis",
@@ -152,9 +152,9 @@ def expand(spec: SweepSpec) -> list[Trial]:
         grid_values = dict(zip((key for key, _ in axes), point, strict=True))
         for k, drawn in enumerate(draws):
             for seed in spec.seeds:
-                given = _coerce({**spec.base, **grid_values, **drawn, "seed": seed})
-                env, model = given.get("env", Config.env), given.get("model", Config.model)
-                values = {**_preset(spec.preset, env, model), **given}
+                # preset < base < axes < seed; check() keeps the layers' keys apart, so no table merges here
+                values = merge(spec.base, grid_values, drawn, {"seed": seed}, preset=spec.preset)
+                env, model = values.get("env", Config.env), values.get("model", Config.model)
                 parts = [str(env), str(model), *(_id_part(key, grid_values[key]) for key in varying)]
                 parts += [f"r{k}"] * bool(spec.random) + [f"s{seed}"]
                 trial_id = re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))
@@ -216,27 +216,6 @@ def _draw(rng: np.random.Generator, axis):
     top = high + 1 if is_int else high  # ints: floor of a draw over [low, high + 1)
     x = math.exp(rng.uniform(math.log(low), math.log(top))) if log else rng.uniform(low, top)
     return min(int(math.floor(x)), int(high)) if is_int else float(x)
-
-
-def _coerce(values: dict) -> dict:
-    """TOML writes ``steps = 5e6`` as a float: integral floats become ints for int fields."""
-    out = {}
-    for key, value in values.items():
-        default = FIELDS[key].default
-        if (isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float)
-                and value.is_integer()):
-            value = int(value)
-        out[key] = value
-    return out
-
-
-def _preset(name: str | None, env: str, model: str) -> dict:
-    if name is None:
-        return {}
-    try:
-        return preset_values(name, env, model)
-    except KeyError:  # unknown env or model: build_config names it
-        return {}
 
 
 def _id_part(key: str, value) -> str:

@@ -178,15 +178,17 @@ def load_run(path) -> Run:
     root = Path(path)
     if not root.is_dir():
         raise RunError(f"{root}: no such run directory")
+    reading = root / "config.json"
     try:
-        config = json.loads((root / "config.json").read_text())
-        metrics = _read_metrics(saved_metrics(root))
+        config = json.loads(reading.read_text())
+        reading = saved_metrics(root)
+        metrics = _read_metrics(reading)
     except RunError:
         raise
     except FileNotFoundError as error:
         raise RunError(f"{root}: not a run directory ({Path(error.filename).name} is missing)") from error
-    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise RunError(f"{root}: unreadable run files ({error})") from error
+    except (OSError, EOFError, ValueError) as error:  # UnicodeDecodeError, JSONDecodeError, gzip's BadGzipFile
+        raise RunError(f"{reading}: unreadable ({error})") from error
     if not isinstance(config, dict):
         raise RunError(f"{root / 'config.json'}: not a run configuration (a JSON {type(config).__name__})")
     for name in ("env", "model", "seed"):
@@ -529,7 +531,7 @@ def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10,
     try:
         fig.savefig(tmp, dpi=120)
         tmp.replace(path)
-    except OSError as error:
+    except Exception as error:
         tmp.unlink(missing_ok=True)
         if is_disk_full(error):
             raise DiskFullError(path) from error

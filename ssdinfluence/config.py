@@ -101,9 +101,9 @@ class Config:
         "inequity (inequity aversion)."))
     prosocial_eta: float = option(0.85, low=0, high=1, help=(
         "prosocial: weight of the others' rewards (0: selfish, 1: collective)."))
-    inequity_alpha: float = option(5.0, low=0, help=(
+    inequity_alpha: float = _weight(5.0, help=(
         "inequity: weight of disadvantageous inequity (others earn more)."))
-    inequity_beta: float = option(0.05, low=0, help=(
+    inequity_beta: float = _weight(0.05, help=(
         "inequity: weight of advantageous inequity (the agent earns more)."))
     inequity_lambda: float = option(0.975, low=0, high=1, help=(
         "inequity: smoothing of the rewards compared (each step they decay by gamma x this)."))

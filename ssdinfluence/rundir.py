@@ -42,13 +42,20 @@ class DiskFullError(OSError):
         return f"no space left on device: {self.path}"
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """True for ENOSPC (and EDQUOT, a full quota), whoever raised it."""
-    if isinstance(error, DiskFullError):
-        return True
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(error)  # HDF5 and torch report it in their messages
+def is_disk_full(error: BaseException | None) -> bool:
+    """True for ENOSPC (and EDQUOT, a full quota), whoever raised it, also where it is the cause
+    or context of another error (matplotlib's PDF writer reports a zlib error)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(error):  # HDF5 and torch report it in their messages
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @dataclass
@@ -172,6 +179,8 @@ def atomic_write(path, data: bytes | str) -> None:
             tmp.unlink()
         if is_disk_full(error):
             raise DiskFullError(path) from error
+        if isinstance(error, OSError):  # EIO and the like: name the file, not a traceback
+            raise RunDirError(f"{path}: cannot write it ({error.strerror or error})") from error
         raise
     _fsync_directory(path.parent)
 

@@ -202,6 +202,7 @@ BAD_RUNS = [
     (["--value-coef", "1e300"], "value_coef must be <= 10000"),
     (["--log-trajectories", "0,0"], "log_trajectories lists an env twice: '0,0'"),
     (["--threads", "10000"], "threads must be in 0.."),
+    (["--inequity-alpha", "1e308", "--reward-transform", "inequity"], "inequity_alpha must be <= 10000"),
     (["--num-envs", "3", "--ppo-minibatches", "4"], "must divide the 6 BPTT sequences per update (num_envs x "
      "rollout_length / bptt_length): set ppo_minibatches to 3 (--ppo-minibatches 3)"),
     (["--horizon", "50", "--env-kwargs", "horizon=0"], "--horizon 50 and --env-kwargs horizon=0 both set"),
@@ -239,12 +240,37 @@ def test_run_refuses_bad_env_kwargs_in_a_config_file(tmp_path, toml, message):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--steps", "nan"], "'nan' must be a whole number of steps >= 1"),
     (["--steps", "64", "--set", "env_kwargs.horizon=x"], "horizon must be an integer"),
+    (["--steps", "64", "--threads-per-trial", "10000"], "threads must be in 0.."),
+    (["--steps", "64", "--set", "model=foo"], "--models baseline and --set model=foo both set the model"),
+    (["--steps", "64", "--models", ""], "unknown model(s) ''"),
 ])
 def test_sweep_refuses_bad_values_before_creating_anything(tmp_path, flags, message):
     out = tmp_path / "sweep"
     assert_refused(invoke("sweep", "--env", "harvest", "--models", "baseline", "--seeds", "1", *flags,
                           "--out", out, "--quiet"), message)
     assert not out.exists()
+
+
+def test_rollout_refuses_more_threads_than_the_cores_use():
+    assert_refused(invoke("rollout", "--threads", "10000"), "threads must be in 0..")
+
+
+@pytest.mark.parametrize(("config", "words"), [('{"agents": "x"}', "agents must be an integer"),
+                                               ("{", "cannot read the run's configuration")])
+def test_run_resume_names_a_damaged_config_json_even_with_a_new_step_count(good_run, tmp_path, config, words):
+    out = copy_run(good_run, tmp_path)
+    path = out / "config.json"
+    path.write_text(config if config == "{" else json.dumps({**json.loads(path.read_text()), **json.loads(config)}))
+    before = snapshot(out)
+    assert_refused(invoke("run", "--resume", out, "--steps", "200", "--quiet"), str(path), words)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage", ["config.json", "metrics.csv"])
+def test_analyze_names_the_run_file_it_cannot_read(good_run, tmp_path, damage):
+    out = copy_run(good_run, tmp_path)
+    (out / damage).write_bytes(b"" if damage == "config.json" else os.urandom(3000))
+    assert_refused(invoke("analyze", out), str(out / damage))
 
 
 # ---------------------------------------------------------------------------- the library

@@ -47,6 +47,30 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
 
 
+def test_atomic_write_names_the_file_on_an_io_error_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+
+    def fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(rundir.os, "fsync", fsync)
+    with pytest.raises(rundir.RunDirError, match=f"^{path}: cannot write it \\(Input/output error\\)$"):
+        rundir.atomic_write(path, "new")
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_a_full_disk_is_recognised_behind_another_error():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("Error -2 while flushing")  # noqa: B904 (the zlib error of matplotlib's PDF writer)
+    except RuntimeError as error:
+        assert rundir.is_disk_full(error)
+    assert not rundir.is_disk_full(RuntimeError("something else"))
+
+
 def test_training_stops_on_a_full_disk_and_resumes_exactly(tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:

@@ -50,6 +50,7 @@ def sweep(spec_file, resume_dir, env, models, seeds, steps, settings, preset, na
     With --track every trial is tracked as its own run (named by its id).
     """
     from ..sweep import SweepSpec, expand, import_ray, load_spec, plan, read_spec
+    from ..threads import check_thread_count
     from ..tracking import check_installed
 
     try:
@@ -61,6 +62,8 @@ def sweep(spec_file, resume_dir, env, models, seeds, steps, settings, preset, na
     try:
         if backend == "ray":
             import_ray()
+        elif threads_per_trial is not None:
+            check_thread_count(threads_per_trial)  # each trial runs here: refused before anything is written
         if resume_dir:
             given = [flag for flag, value in spec_flags.items() if value]
             if given:
@@ -111,7 +114,9 @@ def _apply_flags(spec, env, models, seeds, steps, settings, preset, name) -> Non
         spec.grid.pop(key, None)
         spec.random.pop(key, None)
         spec.base[key] = value
-    if models:
+    if models is not None:
+        if "model" in values:
+            raise click.UsageError(f"--models {models} and --set model={values['model']} both set the model: give one")
         chosen = [m.strip() for m in models.split(",") if m.strip()]
         unknown = [m for m in chosen if m not in MODELS]
         if unknown or not chosen:

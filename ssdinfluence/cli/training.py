@@ -68,13 +68,12 @@ def run(ctx, config_file, preset, resume_dir, horizon, track, wandb_project, qui
             fixed = sorted(set(values) - RESUMABLE) + (["preset"] if preset else []) + (["config"] if config_file else [])
             if fixed:
                 raise click.UsageError(f"cannot change {', '.join(fixed)} when resuming (only steps, device, threads)")
-            saved = _read_saved_config(files.config)
+            saved = {**_read_saved_config(files.config), "out": str(files.root)}
             try:
-                config = build_config({**saved, **values, "out": str(files.root)})
+                build_config(saved)
             except ValueError as error:
-                if set(values) & RESUMABLE:
-                    raise  # the new value is at fault, not the file
                 raise FileProblem(f"{files.config}: not a usable run configuration ({error})") from error
+            config = build_config({**saved, **values})  # a new steps, device or threads value at fault
         else:
             config = build_config(merge(load_toml(config_file) if config_file else {}, values, preset=preset))
             if not config.out:
@@ -294,8 +293,13 @@ def rollout(env_name, agents, num_envs, episodes, horizon, seed, threads):
     from rich.table import Table
 
     from ..envs import make
+    from ..threads import check_thread_count
 
     if threads is not None:
+        try:
+            check_thread_count(threads)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--threads") from error
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     console = Console()
     try:

@@ -18,6 +18,7 @@ from ..names import ENV_NAMES
 from . import cleanup, core, harvest, maps, tiles
 from .rng import seed_states
 
+HORIZON_LIMIT = 2**31 - 1  # the kernels count an episode's steps in int32
 SEED_LIMIT = 2**64  # seeds are 0 .. 2**64 - 1: each env's random stream starts from a uint64
 
 
@@ -443,8 +444,8 @@ def _make_params(game: _Game, compat: str | None, rule_params: dict) -> EnvParam
     for name, value in rule_params.items():
         _check_param_type(name, value, _PARAM_TYPES[name])
     params = EnvParams(**rule_params)
-    if params.horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {params.horizon}")
+    if not 1 <= params.horizon <= HORIZON_LIMIT:
+        raise ValueError(f"horizon must be in 1..{HORIZON_LIMIT}, got {params.horizon}")
     if params.beam_length < 1:
         raise ValueError(f"beam_length must be >= 1, got {params.beam_length}")
     return params

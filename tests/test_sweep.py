@@ -4,6 +4,7 @@ interrupted and resumed sweep), the Ray backend on a local instance, the ``sweep
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import gzip
 import json
@@ -524,23 +525,20 @@ def test_a_trial_carried_in_a_repository_finishes_in_a_fresh_clone_with_no_step_
     """``pack`` the interrupted trial, copy only what a repository keeps (configs, manifest and
     the ``.gz`` files) to a new directory, and ``sweep --resume`` there: the trial ends as an
     uninterrupted one, its packed checkpoint is gone and its packed metrics are the whole run's."""
-    import shutil
-
     from ssdinfluence.config import build_config
+    from ssdinfluence.sweep.manifest import Manifest, plan, write_json
     from ssdinfluence.train import train
 
     spec = SweepSpec.from_dict({"base": {**TINY, "steps": 96, "checkpoint_every": 1}, "models": ["baseline"],
                                 "seeds": 1})
-    straight = tmp_path / "straight"
-    run_sweep(straight, spec, workers=1, threads_per_trial=1)
     (trial,) = expand(spec)
-
-    stopped = tmp_path / "stopped"  # the same sweep, its trial stopped after 5 of 12 updates
-    shutil.copytree(straight, stopped, ignore=shutil.ignore_patterns("runs"))
-    manifest = json.loads((stopped / "manifest.json").read_text())
-    manifest["trials"][0].update(status="interrupted", env_steps=40)
-    (stopped / "manifest.json").write_text(json.dumps(manifest))
-    train(build_config({**trial.values, "out": str(stopped / trial.run_dir), "threads": 1}), max_updates=5)
+    config = build_config({**trial.values, "threads": 1})
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    train(dataclasses.replace(config, out=str(straight)))
+    # the same sweep, its trial stopped after 5 of 12 updates
+    train(dataclasses.replace(config, out=str(stopped / trial.run_dir)), max_updates=5)
+    Manifest(stopped, [{**r, "status": "interrupted", "env_steps": 40} for r in plan(stopped, [trial])]).save()
+    write_json(stopped / "sweep.json", spec.to_dict())
     result = invoke("pack", str(stopped))
     assert result.exit_code == 0 and "unfinished, metrics.csv.gz, checkpoint.pt.gz" in result.output, result.output
 
@@ -553,16 +551,17 @@ def test_a_trial_carried_in_a_repository_finishes_in_a_fresh_clone_with_no_step_
     assert result.exit_code == 0 and "1 finished" in result.output, result.output
 
     timing = {"time_s", "sps", "env_s", "forward_s", "backward_s", "logging_s"}
+
     def rows(path):
         return [{k: v for k, v in r.items() if k not in timing} for r in read_rows(path)]
 
     run_dir = clone / trial.run_dir
-    assert rows(run_dir / "metrics.csv") == rows(straight / trial.run_dir / "metrics.csv")  # updates 1..12 once
+    assert rows(run_dir / "metrics.csv") == rows(straight / "metrics.csv")  # updates 1..12, each once
     # updates 1..5 were carried, not trained again: their rows keep the first sitting's timings
     assert read_rows(run_dir / "metrics.csv")[:5] == read_rows(stopped / trial.run_dir / "metrics.csv")
     assert gzip.decompress((run_dir / "metrics.csv.gz").read_bytes()) == (run_dir / "metrics.csv").read_bytes()
     assert not (run_dir / "checkpoint.pt.gz").exists()
-    done, expected = saved_checkpoint(run_dir), saved_checkpoint(straight / trial.run_dir)
+    done, expected = saved_checkpoint(run_dir), saved_checkpoint(straight)
     assert done["env_steps"] == 96 and all(torch.equal(done["model"][k], v) for k, v in expected["model"].items())
 
 

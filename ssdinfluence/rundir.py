@@ -120,8 +120,7 @@ def in_use(root) -> bool:
 @contextlib.contextmanager
 def exclusive(lock_path, busy: str):
     """Hold the OS file lock ``lock_path`` for the block; :class:`RunDirError` ``busy`` if it is
-    held, by another process or in this one (not re-entrant: a caller that takes a run
-    directory's lock passes ``lock_held`` to :func:`~ssdinfluence.train.train`).
+    held, by another process or in this one (not re-entrant).
 
     The lock goes when its process dies, ``kill -9`` included, so a crashed run never blocks
     its resume.

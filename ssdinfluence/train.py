@@ -123,26 +123,41 @@ class TrainState:
 
 
 def train(config: Config, *, resume: bool = False, on_update=None, max_updates: int | None = None,
-          lock_held: bool = False) -> TrainResult:
+          track: str = "none", project: str = "ssdinfluence", on_tracking=None) -> TrainResult:
     """Train ``config`` in ``config.out`` (resuming from its checkpoint if ``resume``).
 
-    ``on_update(row)`` is called after every update with the metrics row (a dict). A first
-    SIGINT/SIGTERM stops after the current update with a checkpoint written. ``lock_held``:
-    the caller holds ``rundir.locked(config.out)`` already (the CLI and sweep trials take it
-    before their tracker writes into the directory); else train takes it.
+    ``on_update(row)`` is called after every update with the metrics row (a dict). ``track``
+    (``tensorboard`` or ``wandb``, W&B ``project``) also sends every row to a tracker
+    (:mod:`~ssdinfluence.tracking`), opened once the run directory is this process's, and
+    ``on_tracking(description)`` says where it writes. A first SIGINT/SIGTERM stops after the
+    current update with a checkpoint written.
 
     Raises ValueError if the device is not there or the rollout would not fit its memory,
     before anything is written; :class:`~ssdinfluence.rundir.RunDirError` if another trainer
-    holds ``config.out``; on resume, :class:`~ssdinfluence.checkpoint.CheckpointError`,
-    ``RunDirError`` or :class:`~ssdinfluence.trajectories.TrajectoryFileError` naming a damaged
-    or foreign file, before any file is changed; :class:`~ssdinfluence.rundir.DiskFullError`
-    when the disk fills up (the last checkpoint stays).
+    holds ``config.out`` (nothing is written there, a tracker's files included); on resume,
+    :class:`~ssdinfluence.checkpoint.CheckpointError`, ``RunDirError`` or
+    :class:`~ssdinfluence.trajectories.TrajectoryFileError` naming a damaged or foreign file,
+    before any file is changed; :class:`~ssdinfluence.rundir.DiskFullError` when the disk fills
+    up (the last checkpoint stays).
     """
+    from .tracking import open_tracker
+
     device = training_device(config)
-    if lock_held:
-        return _train(config, RunFiles(Path(config.out)), device, resume, on_update, max_updates)
     with rundir.locked(config.out) as files:
-        return _train(config, files, device, resume, on_update, max_updates)
+        tracker = open_tracker(track, config, project=project)
+        try:
+            if tracker and on_tracking:
+                on_tracking(tracker.description)
+            log = on_update
+            if tracker:
+                def log(row):
+                    tracker.log(row)
+                    if on_update:
+                        on_update(row)
+            return _train(config, files, device, resume, log, max_updates)
+        finally:
+            if tracker:
+                tracker.close()
 
 
 def training_device(config: Config) -> torch.device:

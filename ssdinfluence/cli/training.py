@@ -150,7 +150,6 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
     from .. import rundir
     from ..checkpoint import CheckpointError
     from ..envs import make
-    from ..tracking import open_tracker
     from ..train import TrainingDiverged, train
     from ..trajectories import TrajectoryFileError
 
@@ -182,8 +181,6 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
         return table
 
     def on_update(row):
-        if tracker:
-            tracker.log(row)
         progress.update(task, completed=row["env_steps"], eta=_format_duration(eta_seconds(row, config.steps)))
         shown, note = live_rows(row)
         if quiet:
@@ -193,30 +190,24 @@ def _train_with_display(config, resume: bool, quiet: bool, track: str = "none", 
         else:
             live.update(Group(progress, render(shown, note)))
 
+    def run(on_update):
+        return train(config, resume=resume, on_update=on_update, track=track, project=wandb_project,
+                     on_tracking=lambda where: console.print(f"tracking: {where}"))
+
     try:
-        # The lock before the tracker, which writes into the run directory: a refused run leaves
-        # nothing there.
-        with rundir.locked(config.out) as files:
-            tracker = open_tracker(track, config, project=wandb_project)
-            try:
-                if tracker:
-                    console.print(f"tracking: {tracker.description}")
-                with console.status("compiling env kernels (cached after the first run)"):
-                    make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
-                if quiet:  # no live display at all: one line per 10 updates
-                    result = train(config, resume=resume, on_update=on_update, lock_held=True)
-                else:
-                    with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
-                        result = train(config, resume=resume, on_update=on_update, lock_held=True)
-            finally:
-                if tracker:
-                    tracker.close()
+        with console.status("compiling env kernels (cached after the first run)"):
+            make(config.env, num_agents=config.agents, **config.env_kwargs).warmup()
+        if quiet:  # no live display at all: one line per 10 updates
+            result = run(on_update)
+        else:
+            with Live(Group(progress, table), console=console, refresh_per_second=4, transient=False) as live:
+                result = run(on_update)
     except (CheckpointError, rundir.RunDirError, TrajectoryFileError) as error:
         raise FileProblem(str(error)) from error
     except TrainingDiverged as error:
         raise click.ClickException(str(error)) from error
     except rundir.DiskFullError as error:
-        kept = files.checkpoint.exists()
+        kept = rundir.RunFiles(Path(config.out)).checkpoint.exists()
         raise DiskFull(f"{error}; " + (f"the last checkpoint is kept: free some space, then ssdinfluence run "
                                        f"--resume {config.out}" if kept else "no checkpoint was written yet")
                        ) from error

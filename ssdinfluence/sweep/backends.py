@@ -30,8 +30,7 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
     str | None, "duration_s": float}``; a first SIGINT/SIGTERM stops it after the current
     update with a checkpoint (the trainer's own handling), giving ``interrupted``.
     """
-    from ..rundir import locked, pack, packed_path
-    from ..tracking import open_tracker
+    from ..rundir import pack, packed_path
     from ..train import train
 
     start = time.perf_counter()
@@ -42,14 +41,8 @@ def run_trial(run_dir: str, values: dict, threads: int, track: dict | None = Non
         if done is not None and done >= config.steps:
             outcome.update(status="finished", env_steps=done)
         else:
-            with locked(run_dir):  # before the tracker writes there (a refused trial leaves nothing)
-                tracker = open_tracker(track["kind"], config, project=track["project"]) if track else None
-                try:
-                    result = train(config, resume=done is not None, on_update=tracker.log if tracker else None,
-                                   lock_held=True)
-                finally:
-                    if tracker:
-                        tracker.close()
+            tracking = {"track": track["kind"], "project": track["project"]} if track else {}
+            result = train(config, resume=done is not None, **tracking)
             outcome.update(status="interrupted" if result.stopped_early else "finished", env_steps=result.env_steps)
             if not result.stopped_early and packed_path(Path(run_dir) / "checkpoint.pt").exists():
                 pack(run_dir, unfinished=False)  # a carried trial is done: its packed checkpoint goes

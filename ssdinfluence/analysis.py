@@ -493,12 +493,13 @@ def _pyplot():
 
 
 def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10, paper: bool = True,
-                reference: bool = True) -> Path:
+                reference: bool = True, ymin: float | None = None) -> Path:
     """Plot :func:`learning_curves` into ``path`` (.png, .pdf or .svg): one panel per env, a
     line and confidence band per configuration; for collective return, with ``paper`` the
     Table 4 value of each configuration as a dashed line, and with ``reference`` the reference
     implementation's PPO curve of its model (:data:`REFERENCE_PPO`) as dotted markers, up to the
-    runs' last step. Returns the path written."""
+    runs' last step. ``ymin`` cuts the y axis there (Cleanup's first updates, when every agent
+    still fires its penalty beam, reach -5000). Returns the path written."""
     path = Path(path)
     if path.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"{path}: plot files must end in .png, .pdf or .svg")
@@ -524,6 +525,8 @@ def plot_curves(runs, path, metric: str = "collective_return", smooth: int = 10,
         ax.set_xlabel("env steps")
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
+        if ymin is not None:
+            ax.set_ylim(bottom=ymin)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -193,9 +193,18 @@ def test_plot_marks_the_reference_ppo_curve_up_to_the_runs_last_step(tmp_path, m
     drawn = []
     plot = Axes.plot
     monkeypatch.setattr(Axes, "plot", lambda ax, *args, **kwargs: drawn.append((args, kwargs)) or plot(ax, *args, **kwargs))
-    analysis.plot_curves([tmp_path / "run"], tmp_path / "curves.png", smooth=1, reference=reference)
+    limits, set_ylim = [], Axes.set_ylim
+
+    def record_ylim(ax, *args, **kwargs):
+        if "bottom" in kwargs:
+            limits.append(kwargs)
+        return set_ylim(ax, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "set_ylim", record_ylim)
+    analysis.plot_curves([tmp_path / "run"], tmp_path / "curves.png", smooth=1, reference=reference, ymin=-50)
     marked = [args for args, kwargs in drawn if kwargs.get("label") == "reference PPO, baseline"]
     assert marked == ([((1e7, 2e7, 3e7), (10, 36, 80))] if reference else [])
+    assert limits == [{"bottom": -50}]
 
 
 def test_plot_without_matplotlib_says_how_to_install(trained, tmp_path, monkeypatch):

@@ -119,3 +119,15 @@ def test_a_sweep_trial_is_the_run_the_same_values_make():
         assert trial.values == values and type(trial.values["steps"]) is int
         assert build_config(trial.values) == build_config(values)
 
+
+
+@pytest.mark.parametrize("arm", ["episodes", "episodes-ent01"])
+def test_the_learn_cleanup_examples_are_the_configurations_their_committed_runs_trained(arm):
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    example = build_config(load_toml(root / "examples" / "learn-cleanup" / f"{arm}.toml")).to_dict()
+    saved = json.loads((root / "bench" / "results" / "learn-cleanup" / "search" / arm / "config.json").read_text())
+    ignored = {"out", "threads"}  # where and on how many threads a run trains never changes it
+    assert {k: v for k, v in example.items() if k not in ignored} == {k: v for k, v in saved.items() if k not in ignored}

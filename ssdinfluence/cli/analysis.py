@@ -153,18 +153,19 @@ def _analysis_tables(result: dict) -> list:
               help="Dashed lines at the paper's Table 4 values (collective return).")
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Dotted markers at the reference implementation's PPO curve (collective return).")
-def plot(run_dirs, output, metric, smooth, paper, reference):
+@click.option("--ymin", type=float, default=None, help="Cut the y axis at this value (e.g. -50 for Cleanup's first updates).")
+def plot(run_dirs, output, metric, smooth, paper, reference, ymin):
     """Learning curves: a metric against env steps, mean and 95% band across seeds per model."""
     runs = _find(run_dirs)
-    path = _plot(runs, output, metric, smooth, paper, reference)
+    path = _plot(runs, output, metric, smooth, paper, reference, ymin)
     click.echo(f"{len(runs)} run(s) plotted to {path}")
 
 
-def _plot(runs, output, metric, smooth, paper=True, reference=True):
+def _plot(runs, output, metric, smooth, paper=True, reference=True, ymin=None):
     from ..analysis import RunError, plot_curves
 
     try:
-        return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper, reference=reference)
+        return plot_curves(runs, output, metric=metric, smooth=smooth, paper=paper, reference=reference, ymin=ymin)
     except RunError as error:
         raise click.BadParameter(str(error), param_hint="--metric" if metric in str(error) else "RUN_DIR") from error
     except ImportError as error:

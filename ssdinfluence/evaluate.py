@@ -14,7 +14,7 @@ from .envs import make
 from .metrics import OUTCOME_KEYS, EpisodeTracker
 from .policies import make_policies
 from .runtime import resolve_device
-from .threads import host_memory
+from .threads import require_memory
 
 
 def load_policy(path, device="auto"):
@@ -63,14 +63,6 @@ def check_record_target(record) -> None:
 _BYTES_PER_AGENT = 16 * 1024
 
 
-def _check_memory(num_envs: int, agents: int) -> None:
-    """ValueError if ``num_envs`` envs would take 80% of this machine's memory."""
-    needed, memory = num_envs * agents * _BYTES_PER_AGENT, host_memory()
-    if memory is not None and needed >= 0.8 * memory:
-        raise ValueError(f"num_envs x agents = {num_envs} x {agents} needs at least {needed / 2**30:.1f} GiB, more "
-                         f"than this machine's {memory / 2**30:.1f} GiB of memory: lower num_envs")
-
-
 def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 12345, greedy: bool = False,
              device: str = "auto", record: str | None = None, overwrite: bool = False) -> dict:
     """Play ``episodes`` episodes (in batches of ``num_envs`` envs) and return per-episode results.
@@ -87,7 +79,7 @@ def evaluate(path, episodes: int = 10, num_envs: int | None = None, seed: int = 
     config, policy = load_policy(path, device)
     device = next(policy.networks.parameters()).device
     num_envs = num_envs or min(episodes, 16)
-    _check_memory(num_envs, config.agents)
+    require_memory(num_envs * config.agents * _BYTES_PER_AGENT, f"num_envs x agents = {num_envs} x {config.agents}")
     env = make(config.env, num_envs=num_envs, num_agents=config.agents, seed=seed, **config.env_kwargs)
     B, N = env.num_envs, env.num_agents
     recorder = None

@@ -104,6 +104,15 @@ def host_memory() -> int | None:
         return None
 
 
+def require_memory(needed: int, what: str) -> None:
+    """ValueError, before anything is allocated, if ``needed`` bytes would take 80% of this
+    machine's memory; ``what`` says what needs them and how to need less."""
+    memory = host_memory()
+    if memory is not None and needed >= 0.8 * memory:
+        raise ValueError(f"{what} needs at least {needed / 2**30:.1f} GiB, more than this machine's "
+                         f"{memory / 2**30:.1f} GiB of memory: lower num_envs")
+
+
 def configure(threads: int = 0) -> int:
     """Use ``threads`` threads for torch and for the env kernels (0: :func:`available_cores` for
     the env kernels, :func:`default_torch_threads` of them for torch).

@@ -201,6 +201,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
     config.save(files.config)  # after a resume's checks: a refused resume changes nothing
     rollout = Rollout(T, B, N, env.observation_shape, run.lstm_state, config.bptt_length, device)
     cleans = _cleans(config.env)
+    waste_now = np.zeros(B)  # [B]: the river's waste after each step (Cleanup)
     beams = BeamTracker(N, FIRE, CLEAN if cleans else None)  # beam and hit rates of each update's rollout
     metrics = rundir.MetricsLog(files.metrics, columns, append=resume)
 
@@ -238,7 +239,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                         ended = run.tracker.update(rewards, truncated)
                         beams.update(actions_np, info["hits"])
                         if cleans:
-                            waste += float(run.env.waste_fraction().mean())
+                            waste += run.env.waste_fraction(waste_now).mean()
                         if ended is not None:
                             finished.append(ended)
                         if run.recorder:
@@ -271,7 +272,7 @@ def _train(config: Config, files: RunFiles, device: torch.device, resume: bool, 
                                    finished, losses, timers, N)
                 row.update(beams.columns())
                 if cleans:
-                    row["river_waste"] = waste / T
+                    row["river_waste"] = float(waste / T)
                 if policy.computes_influence:
                     row.update(_influence_columns(influence_sum / (T * B), pairs_sum / (T * B), beta))
                 metrics.write(row)

@@ -114,7 +114,8 @@ class BatchedEnv:
             )
         if num_agents > tiles.MAX_AGENTS:
             raise ValueError(f"at most {tiles.MAX_AGENTS} agents are supported, got {num_agents}")
-        _check_memory(num_envs, num_agents, self.layout.shape)
+        threads.require_memory(env_bytes(num_envs, num_agents, self.layout.shape),
+                               f"num_envs x num_agents = {num_envs} x {num_agents}")
         self.num_envs, self.num_agents = num_envs, num_agents
         self.num_actions = self.game.num_actions
         self.observation_shape = (tiles.VIEW_SIZE, tiles.VIEW_SIZE, 3)
@@ -281,14 +282,17 @@ class BatchedEnv:
                             self.palette, p.draw_beams, p.view_flip, self._obs, self._visible)
         return self._obs, self._info()
 
-    def waste_fraction(self) -> np.ndarray:
+    def waste_fraction(self, out: np.ndarray | None = None) -> np.ndarray:
         """``[B] float64``: the fraction of each env's river cells that hold waste (Cleanup's
-        pollution; apples stop growing at ``depletion_threshold``). Empty for a map without a
-        river (Harvest)."""
+        pollution; apples stop growing at ``depletion_threshold``), written into ``out`` when
+        given (no allocation: the trainer reads it every step). Empty for a map without a river
+        (Harvest)."""
         cells = self.layout.waste_cells
         if not len(cells):
             return np.zeros(0)
-        return (self._state["grid"][:, cells[:, 0], cells[:, 1]] == tiles.WASTE).mean(1)
+        out = np.empty(self.num_envs) if out is None else out
+        cleanup.waste_fractions(self._state["grid"], cells, out)
+        return out
 
     def map_state(self, indices) -> dict:
         """Copies of the compact map state of the envs ``indices`` (list of E ints), for logging.
@@ -401,14 +405,6 @@ def env_bytes(num_envs: int, num_agents: int, map_shape: tuple[int, int]) -> int
     padded = (H + 2 * tiles.VIEW_RADIUS) * (W + 2 * tiles.VIEW_RADIUS)
     per_env = 2 * num_agents * view + padded + 4 * H * W + num_agents * (8 * num_agents + 64)
     return num_envs * per_env
-
-
-def _check_memory(num_envs: int, num_agents: int, map_shape: tuple[int, int]) -> None:
-    """ValueError, before anything is allocated, if the envs would take 80% of the memory."""
-    needed, memory = env_bytes(num_envs, num_agents, map_shape), threads.host_memory()
-    if memory is not None and needed >= 0.8 * memory:
-        raise ValueError(f"num_envs x num_agents = {num_envs} x {num_agents} needs at least {needed / 2**30:.1f} GiB, "
-                         f"more than this machine's {memory / 2**30:.1f} GiB of memory: lower num_envs")
 
 
 def _seed(value) -> int:

@@ -74,6 +74,24 @@ def apple_probability(waste_density, params):
     return apple_prob * (1.0 - (waste_density - restoration) / (depletion - restoration))
 
 
+@njit(cache=True, inline="always")
+def waste_count(grid, b, waste_cells):
+    """Env ``b``'s river cells (``waste_cells [M, 2]``) that hold waste."""
+    waste = 0
+    for i in range(waste_cells.shape[0]):
+        if grid[b, waste_cells[i, 0], waste_cells[i, 1]] == tiles.WASTE:
+            waste += 1
+    return waste
+
+
+@njit(cache=True)
+def waste_fractions(grid, waste_cells, out):
+    """``out [B] float64``: each env's share of its ``M >= 1`` river cells that hold waste
+    (``grid [B, H, W] uint8``); written in place, so a trainer can read it every step."""
+    for b in range(grid.shape[0]):
+        out[b] = waste_count(grid, b, waste_cells) / waste_cells.shape[0]
+
+
 @njit(cache=True)
 def respawn(b, grid, occupancy, apple_cells, waste_cells, offsets, params, rng, grow):
     """Grow apples and spawn waste in env ``b`` from the current waste density.
@@ -83,10 +101,7 @@ def respawn(b, grid, occupancy, apple_cells, waste_cells, offsets, params, rng, 
     appear" and one integer for which clean cell (row-major index among clean cells).
     """
     num_waste_cells = waste_cells.shape[0]
-    waste = 0
-    for i in range(num_waste_cells):
-        if grid[b, waste_cells[i, 0], waste_cells[i, 1]] == tiles.WASTE:
-            waste += 1
+    waste = waste_count(grid, b, waste_cells)
     density = waste / num_waste_cells if num_waste_cells > 0 else 0.0
     if density >= params[2]:
         return
